@@ -1,0 +1,528 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const (
+	serviceCIDR  = "10.96.0.0/16"
+	serviceIP    = "10.96.0.1"
+	startTimeout = 3 * time.Minute
+	stopTimeout  = 30 * time.Second
+)
+
+type options struct {
+	dir      string
+	nodes    int
+	watchPID int
+}
+
+func runCluster(verb string, args []string) int {
+	fs := flag.NewFlagSet("localcluster "+verb, flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.dir, "dir", "", "state directory (required)")
+	fs.IntVar(&o.nodes, "nodes", 3, "number of fake nodes")
+	fs.IntVar(&o.watchPID, "watch-pid", 0, "stop when the process with this PID exits (up only)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if o.dir == "" {
+		fmt.Fprintf(os.Stderr, "localcluster %s: --dir is required\n", verb)
+		return 2
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "localcluster %s: --dir %s: %v\n", verb, o.dir, err)
+		return 2
+	}
+	o.dir = dir
+	switch verb {
+	case "start":
+		err = start(o)
+	case "stop":
+		err = stop(o.dir)
+	default:
+		err = up(o)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "localcluster %s: %v\n", verb, err)
+		return 1
+	}
+	return 0
+}
+
+func pidFile(dir string) string        { return filepath.Join(dir, "localcluster.pid") }
+func readyFile(dir string) string      { return filepath.Join(dir, "ready") }
+func kubeconfigFile(dir string) string { return filepath.Join(dir, "kubeconfig") }
+
+// start runs `up` detached from the caller's session and returns once the cluster is ready.
+func start(o options) error {
+	if pid, alive := runningPID(o.dir); alive {
+		return fmt.Errorf("a cluster (pid %d) is already running in %s; stop it first", pid, o.dir)
+	}
+	if err := os.MkdirAll(filepath.Join(o.dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(readyFile(o.dir))
+	logPath := filepath.Join(o.dir, "logs", "localcluster.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "up", "--dir", o.dir, "--nodes", strconv.Itoa(o.nodes))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(startTimeout)
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("the cluster exited before it was ready (%v); see %s", err, logPath)
+		case <-deadline:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return fmt.Errorf("the cluster was not ready within %s; see %s", startTimeout, logPath)
+		case <-time.After(200 * time.Millisecond):
+			if fileExists(readyFile(o.dir)) {
+				fmt.Println(kubeconfigFile(o.dir))
+				return nil
+			}
+		}
+	}
+}
+
+// stop signals the cluster running in dir and waits until its process has exited.
+func stop(dir string) error {
+	pid, alive := runningPID(dir)
+	if !alive {
+		_ = os.Remove(readyFile(dir))
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	deadline := time.Now().Add(stopTimeout)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The children die with their parent (Pdeathsig), so killing the parent ends them all.
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	return fmt.Errorf("pid %d did not stop within %s and was killed", pid, stopTimeout)
+}
+
+func runningPID(dir string) (int, bool) {
+	data, err := os.ReadFile(pidFile(dir))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, syscall.Kill(pid, 0) == nil
+}
+
+// up runs the whole control plane in the foreground until it is told to stop.
+func up(o options) error {
+	began := time.Now()
+	for _, sub := range []string{"logs", "pki", "etcd"} {
+		if err := os.MkdirAll(filepath.Join(o.dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	if pid, alive := runningPID(o.dir); alive && pid != os.Getpid() {
+		return fmt.Errorf("a cluster (pid %d) is already running in %s", pid, o.dir)
+	}
+	_ = os.Remove(readyFile(o.dir))
+	_ = os.Remove(kubeconfigFile(o.dir))
+	if err := os.WriteFile(pidFile(o.dir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile(o.dir))
+	defer os.Remove(readyFile(o.dir))
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	if o.watchPID > 0 {
+		go func() {
+			for ctx.Err() == nil {
+				if syscall.Kill(o.watchPID, 0) != nil {
+					logf("watched pid %d exited; stopping", o.watchPID)
+					cancel()
+					return
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		}()
+	}
+
+	p := newPKI(filepath.Join(o.dir, "pki"))
+	if err := p.ensure(); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+
+	etcd, etcdURL, err := startEtcd(filepath.Join(o.dir, "etcd"), filepath.Join(o.dir, "logs", "etcd.log"))
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer etcd.Close()
+	logf("etcd serving at %s", etcdURL)
+
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	internalKubeconfig := filepath.Join(o.dir, "pki", "admin.kubeconfig")
+	kc, err := p.kubeconfig(server)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(internalKubeconfig, kc); err != nil {
+		return err
+	}
+
+	children := &supervisor{logDir: filepath.Join(o.dir, "logs"), died: make(chan string, 3)}
+	defer children.stopAll()
+	if err := children.spawn("kube-apiserver",
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(port),
+		"--cert-dir="+filepath.Join(o.dir, "pki"),
+		"--tls-cert-file="+p.servingCert,
+		"--tls-private-key-file="+p.servingKey,
+		"--client-ca-file="+p.caCert,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+p.saPublic,
+		"--service-account-signing-key-file="+p.serviceAccountKey,
+		"--service-cluster-ip-range="+serviceCIDR,
+		"--endpoint-reconciler-type=none",
+		"--authorization-mode=Node,RBAC",
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--v=1",
+	); err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, children, server, p); err != nil {
+		return err
+	}
+	logf("kube-apiserver ready at %s after %s", server, time.Since(began).Round(time.Millisecond))
+
+	schedulerConfig := filepath.Join(o.dir, "pki", "scheduler.yaml")
+	if err := os.WriteFile(schedulerConfig, []byte(fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: %s
+leaderElection:
+  leaderElect: false
+`, internalKubeconfig)), 0o644); err != nil {
+		return err
+	}
+	if err := children.spawn("kube-controller-manager",
+		"--kubeconfig="+internalKubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=0",
+		"--root-ca-file="+p.caCert,
+		"--service-account-private-key-file="+p.serviceAccountKey,
+		"--service-cluster-ip-range="+serviceCIDR,
+		"--use-service-account-credentials=false",
+		"--profiling=false",
+		"--v=1",
+	); err != nil {
+		return err
+	}
+	if err := children.spawn("kube-scheduler",
+		"--config="+schedulerConfig,
+		"--secure-port=0",
+		"--profiling=false",
+		"--v=1",
+	); err != nil {
+		return err
+	}
+
+	restConfig, err := clientcmd.BuildConfigFromFlags("", internalKubeconfig)
+	if err != nil {
+		return err
+	}
+	restConfig.QPS, restConfig.Burst = 200, 400
+	client, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	agent := newFakeNodes(client, o.nodes)
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.run(agentCtx) }()
+
+	if err := waitReady(ctx, children, client, o.nodes); err != nil {
+		return err
+	}
+	if err := writeAtomic(kubeconfigFile(o.dir), kc); err != nil {
+		return err
+	}
+	if err := writeAtomic(readyFile(o.dir), []byte(server+"\n")); err != nil {
+		return err
+	}
+	logf("cluster ready after %s; kubeconfig: %s", time.Since(began).Round(time.Millisecond), kubeconfigFile(o.dir))
+
+	select {
+	case <-ctx.Done():
+		logf("stopping")
+	case name := <-children.died:
+		return fmt.Errorf("%s exited unexpectedly; see %s", name, filepath.Join(o.dir, "logs", name+".log"))
+	case err := <-agentDone:
+		return fmt.Errorf("fake-node agent: %w", err)
+	}
+	_ = os.Remove(readyFile(o.dir))
+	stopAgent()
+	children.stopAll()
+	return nil
+}
+
+func startEtcd(dataDir, logPath string) (*embed.Etcd, string, error) {
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	clientURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", clientPort))
+	peerURL, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", peerPort))
+	cfg := embed.NewConfig()
+	cfg.Name = "localcluster"
+	cfg.Dir = dataDir
+	cfg.ListenClientUrls = []url.URL{*clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	cfg.ListenPeerUrls = []url.URL{*peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// The peer URL changes on every start; a restarted member must not insist on the old one.
+	cfg.ForceNewCluster = fileExists(filepath.Join(dataDir, "member"))
+	cfg.UnsafeNoFsync = true
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{logPath}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(time.Minute):
+		e.Close()
+		return nil, "", errors.New("etcd was not ready within a minute")
+	}
+	return e, clientURL.String(), nil
+}
+
+// waitHealthy polls the apiserver's /readyz with the admin identity.
+func waitHealthy(ctx context.Context, children *supervisor, server string, p *pki) error {
+	cert, err := tls.LoadX509KeyPair(p.adminCert, p.adminKey)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(p.caCert)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	httpClient := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}},
+	}
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case name := <-children.died:
+			return fmt.Errorf("%s exited while starting; see %s", name, filepath.Join(children.logDir, name+".log"))
+		case <-time.After(250 * time.Millisecond):
+		}
+		resp, err := httpClient.Get(server + "/readyz")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return nil
+		}
+	}
+	return fmt.Errorf("kube-apiserver /readyz was not 200 within %s", startTimeout)
+}
+
+// waitReady returns once the controllers and fake nodes have done their first work: the system
+// namespaces and the default ServiceAccount exist and every node is Ready and untainted.
+func waitReady(ctx context.Context, children *supervisor, client kubernetes.Interface, nodes int) error {
+	deadline := time.Now().Add(startTimeout)
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case name := <-children.died:
+			return fmt.Errorf("%s exited while starting; see %s", name, filepath.Join(children.logDir, name+".log"))
+		case <-time.After(250 * time.Millisecond):
+		}
+		if last = notReadyReason(ctx, client, nodes); last == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("cluster not ready within %s: %s", startTimeout, last)
+}
+
+func notReadyReason(ctx context.Context, client kubernetes.Interface, nodes int) string {
+	for _, ns := range []string{"default", "kube-system", "kube-node-lease", "kube-public"} {
+		if _, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			return "namespace " + ns + ": " + err.Error()
+		}
+	}
+	if _, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		return "serviceaccount default/default: " + err.Error()
+	}
+	list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: fakeNodeLabel + "=true"})
+	if err != nil {
+		return "nodes: " + err.Error()
+	}
+	ready := 0
+	for _, n := range list.Items {
+		if nodeReady(&n) && len(n.Spec.Taints) == 0 {
+			ready++
+		}
+	}
+	if ready < nodes {
+		return fmt.Sprintf("%d of %d nodes Ready and untainted", ready, nodes)
+	}
+	return ""
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// supervisor runs the control-plane components as children of this process. Each child gets
+// SIGKILL from the kernel if this process dies, so no component outlives the cluster.
+type supervisor struct {
+	logDir   string
+	died     chan string
+	children []*child
+}
+
+type child struct {
+	name     string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	stopping atomic.Bool
+}
+
+func (s *supervisor) spawn(name string, args ...string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(s.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, append([]string{name}, args...)...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	s.children = append(s.children, c)
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(c.done)
+		if !c.stopping.Load() {
+			s.died <- name
+		}
+	}()
+	return nil
+}
+
+// stopAll stops the children in reverse start order, so the apiserver outlives its clients.
+func (s *supervisor) stopAll() {
+	for i := len(s.children) - 1; i >= 0; i-- {
+		c := s.children[i]
+		if c.stopping.Swap(true) {
+			continue
+		}
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s localcluster: %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
+}

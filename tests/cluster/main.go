@@ -1,0 +1,71 @@
+// Command localcluster runs a real Kubernetes control plane on the local machine for the
+// kubectl-gitops test suites and demo: embedded etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler built from the Kubernetes sources, and a fake-node agent that makes Pods Running
+// and Ready without a container runtime.
+//
+// It is a multi-call binary. The upstream component commands install a process-wide signal
+// handler and share global registries, so each one runs as a child process of this same binary,
+// selected by the first argument.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+const usage = `localcluster: a local Kubernetes control plane for kubectl-gitops tests
+
+Usage:
+  localcluster start --dir DIR [--nodes N]   start in the background; prints the kubeconfig path when ready
+  localcluster stop  --dir DIR               stop the cluster started in DIR and wait until it is gone
+  localcluster up    --dir DIR [--nodes N] [--watch-pid PID]
+                                             run in the foreground until SIGINT/SIGTERM (or PID exits)
+
+State (etcd data, certificates, logs, kubeconfig) lives in DIR:
+  DIR/kubeconfig   admin kubeconfig, written once the cluster is ready
+  DIR/ready        present while the cluster is ready
+  DIR/logs/        one log per component
+
+Fake nodes: Pods bound to a fake node become Running and Ready. A Pod annotated
+  ` + readyAnnotation + `: "false"
+stays Running but not Ready (the annotation may be changed on a live Pod).
+
+Exit codes: 0 success, 1 the cluster failed to start or stop, 2 usage error.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "kube-apiserver":
+		cmd := apiserver.NewAPIServerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
+	case "kube-controller-manager":
+		cmd := controllermanager.NewControllerManagerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
+	case "kube-scheduler":
+		cmd := scheduler.NewSchedulerCommand()
+		cmd.SetArgs(args)
+		os.Exit(cli.Run(cmd))
+	case "up", "start", "stop":
+		os.Exit(runCluster(os.Args[1], args))
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "localcluster: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
