@@ -1,0 +1,110 @@
+//! Provenance annotations: where in Git a live object came from.
+//!
+//! Every object a sync applies carries these annotations; a write to a managed object is admitted
+//! only when they point at a commit on the protected branch whose file declares the object.
+
+use thiserror::Error;
+
+/// The API group of the project: CRDs, annotation and label keys all live under it.
+pub const API_GROUP: &str = "gitops.kubectl-gitops.dev";
+
+/// Commit (full hex object id) the object was applied from.
+pub const COMMIT_ANNOTATION: &str = "gitops.kubectl-gitops.dev/commit";
+/// Name of the app (its app definition) that manages the object.
+pub const APP_ANNOTATION: &str = "gitops.kubectl-gitops.dev/app";
+/// Path, relative to the repository root, of the file that declares the object.
+pub const SOURCE_PATH_ANNOTATION: &str = "gitops.kubectl-gitops.dev/source-path";
+
+/// Every provenance annotation key, in the order they are documented.
+pub const ANNOTATIONS: [&str; 3] = [COMMIT_ANNOTATION, APP_ANNOTATION, SOURCE_PATH_ANNOTATION];
+
+/// Why a string is not a Kubernetes qualified name (`prefix/name`, as annotation keys are).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QualifiedNameError {
+    #[error("the name part of {0:?} is empty or longer than 63 characters")]
+    NameLength(String),
+    #[error(
+        "the name part of {0:?} must start and end with an alphanumeric character and contain only alphanumerics, '-', '_' and '.'"
+    )]
+    NameCharacters(String),
+    #[error("the prefix of {0:?} is not a DNS subdomain (lowercase, at most 253 characters)")]
+    Prefix(String),
+}
+
+/// Checks `key` the way the apiserver checks annotation and label keys, so that a key the project
+/// writes can never be refused by the server.
+pub fn validate_qualified_name(key: &str) -> Result<(), QualifiedNameError> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err(QualifiedNameError::NameLength(key.to_owned()));
+    }
+    let inner_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !inner_ok || !ends_ok {
+        return Err(QualifiedNameError::NameCharacters(key.to_owned()));
+    }
+    if let Some(prefix) = prefix
+        && !is_dns_subdomain(prefix)
+    {
+        return Err(QualifiedNameError::Prefix(key.to_owned()));
+    }
+    Ok(())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_keys_are_accepted_by_the_apiserver_rules() {
+        for key in ANNOTATIONS {
+            assert_eq!(validate_qualified_name(key), Ok(()), "{key}");
+            assert!(
+                key.starts_with(&format!("{API_GROUP}/")),
+                "{key} is outside {API_GROUP}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_with_the_reason() {
+        assert!(matches!(
+            validate_qualified_name("example.com/"),
+            Err(QualifiedNameError::NameLength(_))
+        ));
+        assert!(matches!(
+            validate_qualified_name("example.com/-commit"),
+            Err(QualifiedNameError::NameCharacters(_))
+        ));
+        assert!(matches!(
+            validate_qualified_name("Example.com/commit"),
+            Err(QualifiedNameError::Prefix(_))
+        ));
+        assert!(matches!(
+            validate_qualified_name(&"a".repeat(64)),
+            Err(QualifiedNameError::NameLength(_))
+        ));
+        assert_eq!(validate_qualified_name("app.kubernetes.io/name"), Ok(()));
+        assert_eq!(validate_qualified_name("plain"), Ok(()));
+    }
+}
