@@ -1,0 +1,102 @@
+//! The one local control plane a test run shares.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::Kubectl;
+
+/// Names the kubeconfig of an already running local control plane to test against.
+pub const KUBECONFIG_VAR: &str = "KUBECTL_GITOPS_TEST_KUBECONFIG";
+
+const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+#[derive(Debug)]
+pub struct Cluster {
+    kubeconfig: PathBuf,
+    // Held so the child is not reaped early; it stops itself when this process exits.
+    _owned: Option<Mutex<Child>>,
+}
+
+impl Cluster {
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(&self.kubeconfig)
+    }
+}
+
+/// The shared control plane, started on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| match std::env::var_os(KUBECONFIG_VAR) {
+        Some(path) => {
+            let kubeconfig = PathBuf::from(path);
+            assert!(
+                kubeconfig.is_file(),
+                "{KUBECONFIG_VAR}={} is not a file",
+                kubeconfig.display()
+            );
+            Cluster {
+                kubeconfig,
+                _owned: None,
+            }
+        }
+        None => start_owned(),
+    })
+}
+
+fn start_owned() -> Cluster {
+    let bin = crate::tool(
+        "LOCALCLUSTER",
+        "localcluster",
+        "scripts/build-localcluster.sh",
+    );
+    let dir = crate::workspace_root()
+        .join("target/e2e-cluster")
+        .join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let log_path = dir.join("up.log");
+    let log = std::fs::File::create(&log_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+    let mut child = Command::new(&bin)
+        .arg("up")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--watch-pid")
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .expect("a log file handle can be duplicated"),
+        )
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !dir.join("ready").is_file() {
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the local control plane exited ({status}) before it was ready:\n{}",
+                log()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the local control plane was not ready within {START_TIMEOUT:?}:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+        _owned: Some(Mutex::new(child)),
+    }
+}

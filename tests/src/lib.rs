@@ -1,0 +1,39 @@
+//! Support for the end-to-end suites: one real local control plane per test run, real kubectl
+//! against it, and a fresh labelled namespace per test.
+//!
+//! The control plane is the one named by `KUBECTL_GITOPS_TEST_KUBECONFIG` (as `scripts/test.sh`
+//! starts it), or else one this process starts with `.tools/bin/localcluster` and that stops by
+//! itself when this process exits.
+
+pub mod cluster;
+pub mod kubectl;
+pub mod namespace;
+pub mod wait;
+
+pub use cluster::cluster;
+pub use kubectl::Kubectl;
+pub use namespace::TestNamespace;
+
+use std::path::PathBuf;
+
+/// The root of the Cargo workspace.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives one level below the workspace root")
+        .to_owned()
+}
+
+/// A tool from the project-local tools directory, or from the environment variable `var`.
+/// Missing tools fail the run: a test environment that is not there is an error, never a skip.
+pub fn tool(var: &str, name: &str, install_hint: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin").join(name));
+    assert!(
+        path.is_file(),
+        "{name} not found at {} (set {var} or run {install_hint})",
+        path.display()
+    );
+    path
+}
