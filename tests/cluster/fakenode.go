@@ -17,6 +17,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/component-base/version"
 	"k8s.io/utils/ptr"
 )
 
@@ -133,7 +134,8 @@ func (f *fakeNodes) registerNode(ctx context.Context, name string, index int) er
 			nodeCondition(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", now),
 		},
 		NodeInfo: corev1.NodeSystemInfo{
-			KubeletVersion:          "v1.37.2",
+			KubeletVersion:          version.Get().GitVersion,
+			OSImage:                 "localcluster fake node",
 			OperatingSystem:         "linux",
 			Architecture:            "amd64",
 			ContainerRuntimeVersion: "fake://localcluster",
