@@ -108,3 +108,57 @@ mod tests {
         assert_eq!(validate_qualified_name("plain"), Ok(()));
     }
 }
+
+/// Where an object came from: the commit, the app and the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub commit: String,
+    pub app: String,
+    pub source_path: String,
+}
+
+impl Provenance {
+    /// Writes the provenance annotations into an object (a JSON value with `metadata`).
+    pub fn stamp(&self, object: &mut serde_json::Value) {
+        let metadata = &mut object["metadata"];
+        if !metadata["annotations"].is_object() {
+            metadata["annotations"] = serde_json::Value::Object(Default::default());
+        }
+        let annotations = &mut metadata["annotations"];
+        annotations[COMMIT_ANNOTATION] = self.commit.clone().into();
+        annotations[APP_ANNOTATION] = self.app.clone().into();
+        annotations[SOURCE_PATH_ANNOTATION] = self.source_path.clone().into();
+    }
+
+    /// Reads the provenance annotations of an object, if it carries all of them.
+    pub fn read(object: &serde_json::Value) -> Option<Self> {
+        let annotations = &object["metadata"]["annotations"];
+        let get = |key: &str| annotations[key].as_str().map(str::to_owned);
+        Some(Provenance {
+            commit: get(COMMIT_ANNOTATION)?,
+            app: get(APP_ANNOTATION)?,
+            source_path: get(SOURCE_PATH_ANNOTATION)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn stamping_keeps_other_annotations_and_reads_back() {
+        let mut object = serde_json::json!({
+            "metadata": {"name": "web", "annotations": {"team": "payments"}}
+        });
+        let provenance = Provenance {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            app: "shop/web".into(),
+            source_path: "apps/web/deploy.yaml".into(),
+        };
+        provenance.stamp(&mut object);
+        assert_eq!(object["metadata"]["annotations"]["team"], "payments");
+        assert_eq!(Provenance::read(&object), Some(provenance));
+        assert_eq!(Provenance::read(&serde_json::json!({"metadata": {}})), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! Git access: a bare mirror of an app's repository, fetched over file:// or smart HTTP.
+//!
+//! Everything here blocks; async callers run it on a blocking thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::ObjectId;
+use thiserror::Error;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where remote branches land in the mirror.
+const REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
+
+#[derive(Debug, Error)]
+pub enum GitError {
+    #[error("cannot open the mirror of {url} at {}", .dir.display())]
+    Open {
+        url: String,
+        dir: PathBuf,
+        #[source]
+        source: Source,
+    },
+    #[error("cannot fetch {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: Source,
+    },
+    #[error("branch {branch} does not exist in {url}")]
+    NoBranch { url: String, branch: String },
+    #[error("{rev} is not a commit of {url}")]
+    UnknownCommit { url: String, rev: String },
+    #[error(
+        "commit {commit} is not on branch {branch} of {url}: only merged commits can be synced"
+    )]
+    NotOnBranch {
+        url: String,
+        branch: String,
+        commit: String,
+    },
+    #[error("path {path} does not exist at commit {commit} of {url}")]
+    NoPath {
+        url: String,
+        path: String,
+        commit: String,
+    },
+    #[error("cannot read commit {commit} of {url}")]
+    Read {
+        url: String,
+        commit: String,
+        #[source]
+        source: Source,
+    },
+}
+
+/// A file at a commit: its path from the repository root and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: String,
+    pub contents: Vec<u8>,
+}
+
+/// A commit as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: String,
+    pub summary: String,
+    pub author: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// A bare mirror of one repository.
+#[derive(Debug)]
+pub struct Mirror {
+    url: String,
+    repo: gix::ThreadSafeRepository,
+}
+
+impl Mirror {
+    /// Opens the mirror of `url` below `cache_dir`, creating it on first use. Nothing is fetched.
+    pub fn open(url: &str, cache_dir: &Path) -> Result<Self, GitError> {
+        let dir = cache_dir.join(mirror_dir_name(url));
+        let open_err = |source: Source| GitError::Open {
+            url: url.to_owned(),
+            dir: dir.clone(),
+            source,
+        };
+        let repo = if dir.join("HEAD").is_file() {
+            gix::open_opts(&dir, gix::open::Options::isolated()).map_err(|e| open_err(e.into()))?
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| open_err(e.into()))?;
+            gix::init_bare(&dir).map_err(|e| open_err(e.into()))?
+        };
+        Ok(Mirror {
+            url: url.to_owned(),
+            repo: repo.into_sync(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Fetches every branch. Returns whether anything changed.
+    pub fn fetch(&self) -> Result<bool, GitError> {
+        let fetch_err = |source: Source| GitError::Fetch {
+            url: self.url.clone(),
+            source,
+        };
+        let repo = self.repo.to_thread_local();
+        let remote = repo
+            .remote_at(self.url.as_str())
+            .map_err(|e| fetch_err(e.into()))?
+            .with_refspecs([REFSPEC], gix::remote::Direction::Fetch)
+            .map_err(|e| fetch_err(e.into()))?;
+        let outcome = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|e| fetch_err(e.into()))?
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(|e| fetch_err(e.into()))?
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map_err(|e| fetch_err(e.into()))?;
+        Ok(!matches!(
+            outcome.status,
+            gix::remote::fetch::Status::NoPackReceived { .. }
+        ))
+    }
+
+    /// The commit the branch points at, as last fetched.
+    pub fn branch_head(&self, branch: &str) -> Result<ObjectId, GitError> {
+        let repo = self.repo.to_thread_local();
+        let name = format!("refs/remotes/origin/{branch}");
+        let mut reference = repo
+            .find_reference(name.as_str())
+            .map_err(|_| GitError::NoBranch {
+                url: self.url.clone(),
+                branch: branch.to_owned(),
+            })?;
+        reference
+            .peel_to_id()
+            .map(|id| id.detach())
+            .map_err(|e| self.read_err(branch, e.into()))
+    }
+
+    /// Resolves a full or abbreviated commit id.
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId, GitError> {
+        let unknown = || GitError::UnknownCommit {
+            url: self.url.clone(),
+            rev: rev.to_owned(),
+        };
+        if rev.len() < 4 || !rev.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let repo = self.repo.to_thread_local();
+        let id = repo.rev_parse_single(rev).map_err(|_| unknown())?;
+        let object = id.object().map_err(|_| unknown())?;
+        if object.kind != gix::object::Kind::Commit {
+            return Err(unknown());
+        }
+        Ok(id.detach())
+    }
+
+    /// Whether `commit` is `head` or one of its ancestors.
+    pub fn is_ancestor(&self, commit: ObjectId, head: ObjectId) -> Result<bool, GitError> {
+        if commit == head {
+            return Ok(true);
+        }
+        let repo = self.repo.to_thread_local();
+        match repo.merge_base(commit, head) {
+            Ok(Some(base)) => Ok(base.detach() == commit),
+            Ok(None) => Ok(false),
+            Err(e) => Err(self.read_err(&commit.to_string(), e.into())),
+        }
+    }
+
+    /// Checks that `commit` is on `branch` (at or behind its head).
+    pub fn ensure_on_branch(&self, commit: ObjectId, branch: &str) -> Result<(), GitError> {
+        let head = self.branch_head(branch)?;
+        if self.is_ancestor(commit, head)? {
+            Ok(())
+        } else {
+            Err(GitError::NotOnBranch {
+                url: self.url.clone(),
+                branch: branch.to_owned(),
+                commit: commit.to_string(),
+            })
+        }
+    }
+
+    /// Every file below `path` ("." for the whole tree) at `commit`, in path order.
+    pub fn files(&self, commit: ObjectId, path: &str) -> Result<Vec<File>, GitError> {
+        files_at(&self.repo.to_thread_local(), &self.url, commit, path)
+    }
+
+    /// Summary, author and time of a commit.
+    pub fn commit_info(&self, commit: ObjectId) -> Result<CommitInfo, GitError> {
+        let repo = self.repo.to_thread_local();
+        let read_err = |e: Source| self.read_err(&commit.to_string(), e);
+        let c = repo.find_commit(commit).map_err(|e| read_err(e.into()))?;
+        let author = c.author().map_err(|e| read_err(e.into()))?;
+        Ok(CommitInfo {
+            id: commit.to_string(),
+            summary: c
+                .message()
+                .map(|m| m.summary().to_string())
+                .unwrap_or_default(),
+            author: author.name.to_string(),
+            time: author.time().map(|t| t.seconds).unwrap_or_default(),
+        })
+    }
+
+    fn read_err(&self, commit: &str, source: Source) -> GitError {
+        GitError::Read {
+            url: self.url.clone(),
+            commit: commit.to_owned(),
+            source,
+        }
+    }
+}
+
+pub use gix::Repository;
+
+/// Opens a local repository (a working tree or a bare one), for checks before pushing.
+pub fn open_local(path: &str) -> Result<Repository, GitError> {
+    gix::discover(path).map_err(|e| GitError::Open {
+        url: path.to_owned(),
+        dir: PathBuf::from(path),
+        source: e.into(),
+    })
+}
+
+/// Every file below `path` ("." for the whole tree) at `commit` of `repo`, in path order.
+/// `label` names the repository in errors.
+pub fn files_at(
+    repo: &Repository,
+    label: &str,
+    commit: ObjectId,
+    path: &str,
+) -> Result<Vec<File>, GitError> {
+    let read_err = |source: Source| GitError::Read {
+        url: label.to_owned(),
+        commit: commit.to_string(),
+        source,
+    };
+    let tree = repo
+        .find_commit(commit)
+        .map_err(|e| read_err(e.into()))?
+        .tree()
+        .map_err(|e| read_err(e.into()))?;
+    let prefix = normalise_path(path);
+    let subtree = if prefix.is_empty() {
+        tree
+    } else {
+        let entry = tree
+            .lookup_entry_by_path(&prefix)
+            .map_err(|e| read_err(e.into()))?
+            .filter(|e| e.mode().is_tree())
+            .ok_or_else(|| GitError::NoPath {
+                url: label.to_owned(),
+                path: path.to_owned(),
+                commit: commit.to_string(),
+            })?;
+        entry.object().map_err(|e| read_err(e.into()))?.into_tree()
+    };
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    subtree
+        .traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(|e| read_err(e.into()))?;
+    let mut files = Vec::new();
+    for entry in recorder.records {
+        if !entry.mode.is_blob() {
+            continue;
+        }
+        let relative = entry.filepath.to_string();
+        let full = if prefix.is_empty() {
+            relative
+        } else {
+            format!("{prefix}/{relative}")
+        };
+        let blob = repo
+            .find_object(entry.oid)
+            .map_err(|e| read_err(e.into()))?;
+        files.push(File {
+            path: full,
+            contents: blob.data.clone(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// "./a//b/" → "a/b"; "." → "".
+pub fn normalise_path(path: &str) -> String {
+    path.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A directory name that is unique per URL and stable across releases (FNV-1a, not std's hasher).
+fn mirror_dir_name(url: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in url.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let readable: String = url
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{readable}-{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(normalise_path("."), "");
+        assert_eq!(normalise_path("./apps//web/"), "apps/web");
+        assert_eq!(normalise_path("apps/web"), "apps/web");
+    }
+
+    #[test]
+    fn mirror_directories_differ_per_url() {
+        let a = mirror_dir_name("file:///srv/a/app.git");
+        let b = mirror_dir_name("file:///srv/b/app.git");
+        assert_ne!(a, b);
+        assert!(a.starts_with("app-git-"), "{a}");
+        assert_eq!(a, mirror_dir_name("file:///srv/a/app.git"));
+    }
+}
