@@ -1,11 +1,14 @@
 //! Command-line surface of `kubectl gitops`.
 
-use std::io::{self, Write};
+use std::io::Write;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
+use kube::CustomResourceExt as _;
 
+use crate::cmd;
 use crate::exit;
+use crate::kube_context::KubeArgs;
 
 /// Keep a Kubernetes cluster in sync with a protected Git branch, and see what is live, from which
 /// commit, and what differs.
@@ -18,12 +21,28 @@ use crate::exit;
     propagate_version = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub kube: KubeArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Manage app definitions: which repository, branch and path a namespace is synced from.
+    #[command(subcommand)]
+    App(cmd::app::AppCommand),
+    /// Apply what the protected branch declares, stamped with the commit it came from.
+    Sync(cmd::sync::SyncArgs),
+    /// Show, per app, the synced commit against the branch head, drift, health and last result.
+    Status(cmd::status::StatusArgs),
+    /// Show the recorded syncs of an app.
+    History(cmd::history::HistoryArgs),
+    /// Check that manifests load and validate, in a working tree or at a commit.
+    Verify(cmd::verify::VerifyArgs),
+    /// Print the App CustomResourceDefinition.
+    #[command(after_help = "Examples:\n  kubectl gitops crd | kubectl apply -f -")]
+    Crd,
     /// Print the version of kubectl gitops and the provenance annotations it writes.
     #[command(after_help = "Examples:\n  kubectl gitops version")]
     Version,
@@ -37,7 +56,7 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: Cli, out: &mut dyn Write) -> io::Result<exit::Code> {
+pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
     match cli.command {
         Command::Version => {
             writeln!(out, "kubectl-gitops {}", env!("CARGO_PKG_VERSION"))?;
@@ -45,13 +64,27 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> io::Result<exit::Code> {
             for key in shared::provenance::ANNOTATIONS {
                 writeln!(out, "  {key}")?;
             }
+            Ok(exit::Code::Success)
         }
         Command::Completion { shell } => {
             // kubectl looks plugins up as `kubectl-gitops`; the completion is for that command.
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-gitops", out);
+            Ok(exit::Code::Success)
         }
+        Command::Crd => {
+            write!(
+                out,
+                "{}",
+                serde_saphyr::to_string(&shared::app::App::crd())?
+            )?;
+            Ok(exit::Code::Success)
+        }
+        Command::Verify(args) => cmd::verify::run(args, out),
+        Command::App(command) => cmd::app::run(command, &cli.kube.connect().await?, out).await,
+        Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
+        Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,
+        Command::History(args) => cmd::history::run(args, &cli.kube.connect().await?, out).await,
     }
-    Ok(exit::Code::Success)
 }
 
 #[cfg(test)]
@@ -66,20 +99,18 @@ mod tests {
     #[test]
     fn help_reads_as_the_user_types_it() {
         let help = Cli::command().render_long_help().to_string();
-        assert!(help.contains("Usage: kubectl gitops <COMMAND>"), "{help}");
+        assert!(
+            help.contains("Usage: kubectl gitops [OPTIONS] <COMMAND>"),
+            "{help}"
+        );
         assert!(help.contains("2  usage error"), "{help}");
     }
 
-    #[test]
-    fn version_lists_every_provenance_annotation() {
+    #[tokio::test]
+    async fn version_lists_every_provenance_annotation() {
         let mut out = Vec::new();
-        let code = run(
-            Cli {
-                command: Command::Version,
-            },
-            &mut out,
-        )
-        .expect("writing to a Vec");
+        let cli = Cli::parse_from(["kubectl-gitops", "version"]);
+        let code = run(cli, &mut out).await.expect("writing to a Vec");
         let text = String::from_utf8(out).expect("utf-8 output");
         assert_eq!(code, exit::Code::Success);
         for key in shared::provenance::ANNOTATIONS {

@@ -1,8 +1,14 @@
 //! `kubectl gitops`: the kubectl plugin. `main` only parses, runs and maps the outcome to an exit
-//! code; each verb lives in its own module.
+//! code; each verb lives in its own module under `cmd/`.
 
 mod cli;
+mod cmd;
+mod engine;
 mod exit;
+mod health;
+mod kube_context;
+mod mirror;
+mod output;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,15 +17,39 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Git over HTTPS (reqwest) finds the process-wide provider; kube uses ring explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::Code::Failure.into();
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let result = cli::run(cli, &mut out).and_then(|code| out.flush().map(|()| code));
+    let result = runtime
+        .block_on(cli::run(cli, &mut out))
+        .and_then(|code| out.flush().map(|()| code).map_err(Into::into));
     match result {
         Ok(code) => code.into(),
         // A closed pipe (`kubectl gitops … | head`) is the reader's choice, not an error.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => exit::Code::Success.into(),
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            exit::Code::Success.into()
+        }
         Err(err) => {
             eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             exit::Code::Failure.into()
         }
     }

@@ -100,3 +100,19 @@ fn start_owned() -> Cluster {
         _owned: Some(Mutex::new(child)),
     }
 }
+
+/// Installs the App CRD from `manifests/crds/` once per run and waits until it is served.
+pub fn install_crds() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let kubectl = cluster().kubectl();
+        let crd = crate::workspace_root().join("manifests/crds/app.yaml");
+        kubectl.ok(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
+        kubectl.ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/apps.gitops.kubectl-gitops.dev",
+            "--timeout=60s",
+        ]);
+    });
+}

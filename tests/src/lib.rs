@@ -6,6 +6,7 @@
 //! itself when this process exits.
 
 pub mod cluster;
+pub mod git;
 pub mod kubectl;
 pub mod namespace;
 pub mod wait;

@@ -1,0 +1,166 @@
+//! `kubectl gitops app add|list|get|delete`: manage app definitions.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt as _};
+use shared::app::{App, AppSpec, Enforcement};
+
+use crate::exit::Code;
+use crate::kube_context::KubeContext;
+use crate::output::{self, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Define an app: a repository, branch and path synced into a namespace.
+    #[command(after_help = "Examples:\n  \
+        kubectl gitops app add web --repo https://git.example.com/shop.git --path apps/web --prune\n  \
+        kubectl gitops app add web -n shop --repo file:///srv/git/shop.git --branch production")]
+    Add(AddArgs),
+    /// List apps.
+    List(ListArgs),
+    /// Show one app definition and its status.
+    Get {
+        name: String,
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
+    /// Delete an app definition. The objects it synced stay in the cluster.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Name of the app.
+    pub name: String,
+    /// Repository URL (file://, http:// or https://).
+    #[arg(long)]
+    pub repo: String,
+    /// The protected branch.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory of the rendered manifests in the repository.
+    #[arg(long, default_value = ".")]
+    pub path: String,
+    /// Namespace for namespaced objects that name none (default: the app's namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub destination_namespace: Option<String>,
+    /// Delete objects that leave the branch.
+    #[arg(long)]
+    pub prune: bool,
+    /// Seconds between reconciliations by the agent.
+    #[arg(long, default_value_t = 180)]
+    pub interval: u32,
+    /// Only warn about writes that Git does not explain, instead of refusing them.
+    #[arg(long)]
+    pub warn_only: bool,
+    /// Secret with `username` and `password` for an HTTP(S) repository.
+    #[arg(long, value_name = "SECRET")]
+    pub credentials_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// List apps in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+pub async fn run(
+    command: AppCommand,
+    ctx: &KubeContext,
+    out: &mut dyn Write,
+) -> anyhow::Result<Code> {
+    let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    match command {
+        AppCommand::Add(args) => {
+            let app = App::new(
+                &args.name,
+                AppSpec {
+                    repo_url: args.repo,
+                    branch: args.branch,
+                    path: args.path,
+                    destination_namespace: args.destination_namespace,
+                    prune: args.prune,
+                    interval_seconds: args.interval,
+                    enforcement: if args.warn_only {
+                        Enforcement::Warn
+                    } else {
+                        Enforcement::Enforce
+                    },
+                    credentials_secret: args.credentials_secret,
+                },
+            );
+            let mut app = app;
+            app.metadata.namespace = Some(ctx.namespace.clone());
+            crate::engine::check_app(&app)?;
+            apps.create(&PostParams::default(), &app)
+                .await
+                .with_context(|| format!("cannot create app {}/{}", ctx.namespace, args.name))?;
+            writeln!(out, "app {}/{} created", ctx.namespace, args.name)?;
+        }
+        AppCommand::List(args) => {
+            let list = if args.all_namespaces {
+                Api::<App>::all(ctx.client.clone())
+                    .list(&ListParams::default())
+                    .await
+            } else {
+                apps.list(&ListParams::default()).await
+            }
+            .context("cannot list apps")?;
+            match args.output {
+                Format::Table | Format::Wide => {
+                    let rows: Vec<Vec<String>> = list
+                        .items
+                        .iter()
+                        .map(|a| {
+                            let mut row = vec![];
+                            if args.all_namespaces {
+                                row.push(a.namespace().unwrap_or_default());
+                            }
+                            row.extend([
+                                a.name_any(),
+                                a.spec.repo_url.clone(),
+                                a.spec.branch.clone(),
+                                a.spec.path.clone(),
+                            ]);
+                            row
+                        })
+                        .collect();
+                    let mut headers = vec![];
+                    if args.all_namespaces {
+                        headers.push("NAMESPACE");
+                    }
+                    headers.extend(["NAME", "REPOSITORY", "BRANCH", "PATH"]);
+                    output::table(out, &headers, &rows)?;
+                }
+                format => output::structured(out, format, &list.items)?,
+            }
+        }
+        AppCommand::Get {
+            name,
+            output: format,
+        } => {
+            let app = apps
+                .get(&name)
+                .await
+                .with_context(|| format!("cannot read app {}/{name}", ctx.namespace))?;
+            output::structured(out, format, &app)?;
+        }
+        AppCommand::Delete { name } => {
+            apps.delete(&name, &DeleteParams::default())
+                .await
+                .with_context(|| format!("cannot delete app {}/{name}", ctx.namespace))?;
+            writeln!(
+                out,
+                "app {}/{name} deleted; the objects it synced stay in the cluster",
+                ctx.namespace
+            )?;
+        }
+    }
+    Ok(Code::Success)
+}

@@ -1,0 +1,205 @@
+//! `kubectl gitops status`: branch head against synced commit, objects missing or changed since the
+//! sync, health and the last result.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::{StreamExt as _, TryStreamExt as _};
+use kube::api::{DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client, ResourceExt as _};
+use serde::Serialize;
+use shared::app::{App, InventoryEntry};
+use shared::provenance::Provenance;
+
+use crate::engine;
+use crate::exit::Code;
+use crate::kube_context::KubeContext;
+use crate::output::{self, Format, short};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kubectl gitops status\n  kubectl gitops status web -o wide\n  kubectl gitops status -A -o json"
+)]
+pub struct StatusArgs {
+    /// Name of one app (default: every app in the namespace).
+    pub name: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// What `status` reports for one app.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub namespace: String,
+    pub name: String,
+    pub repo_url: String,
+    pub branch: String,
+    pub branch_head: Option<String>,
+    pub synced_commit: Option<String>,
+    /// Synced, OutOfSync (the branch moved on, or objects drifted) or Unknown (never synced).
+    pub sync: String,
+    pub health: String,
+    pub last_result: Option<String>,
+    pub objects: usize,
+    pub missing: Vec<String>,
+    /// Objects whose provenance no longer names the synced commit or this app.
+    pub drifted: Vec<String>,
+}
+
+pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyhow::Result<Code> {
+    let apps: Vec<App> = match (&args.name, args.all_namespaces) {
+        (Some(name), _) => vec![
+            Api::<App>::namespaced(ctx.client.clone(), &ctx.namespace)
+                .get(name)
+                .await
+                .with_context(|| format!("cannot read app {}/{name}", ctx.namespace))?,
+        ],
+        (None, true) => {
+            Api::<App>::all(ctx.client.clone())
+                .list(&ListParams::default())
+                .await
+                .context("cannot list apps")?
+                .items
+        }
+        (None, false) => {
+            Api::<App>::namespaced(ctx.client.clone(), &ctx.namespace)
+                .list(&ListParams::default())
+                .await
+                .context("cannot list apps")?
+                .items
+        }
+    };
+    let mut views = Vec::with_capacity(apps.len());
+    for app in &apps {
+        views.push(view(&ctx.client, app).await?);
+    }
+    match args.output {
+        Format::Table | Format::Wide => {
+            let wide = args.output == Format::Wide;
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| {
+                    let mut row = vec![];
+                    if args.all_namespaces {
+                        row.push(v.namespace.clone());
+                    }
+                    row.extend([
+                        v.name.clone(),
+                        v.sync.clone(),
+                        v.health.clone(),
+                        v.synced_commit
+                            .as_deref()
+                            .map(short)
+                            .unwrap_or("-")
+                            .to_owned(),
+                        v.branch_head
+                            .as_deref()
+                            .map(short)
+                            .unwrap_or("-")
+                            .to_owned(),
+                        v.objects.to_string(),
+                        v.missing.len().to_string(),
+                        v.drifted.len().to_string(),
+                        v.last_result.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                    if wide {
+                        row.push(format!("{}@{}", v.repo_url, v.branch));
+                        row.push(
+                            v.missing
+                                .iter()
+                                .chain(&v.drifted)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        );
+                    }
+                    row
+                })
+                .collect();
+            let mut headers = vec![];
+            if args.all_namespaces {
+                headers.push("NAMESPACE");
+            }
+            headers.extend([
+                "NAME", "SYNC", "HEALTH", "SYNCED", "HEAD", "OBJECTS", "MISSING", "DRIFTED", "LAST",
+            ]);
+            if wide {
+                headers.extend(["SOURCE", "OUT-OF-SYNC OBJECTS"]);
+            }
+            output::table(out, &headers, &rows)?;
+        }
+        format if args.name.is_some() => output::structured(out, format, &views[0])?,
+        format => output::structured(out, format, &views)?,
+    }
+    Ok(Code::Success)
+}
+
+async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
+    let status = app.status.clone().unwrap_or_default();
+    let id = engine::app_id(app);
+    let synced = status.last_synced_commit.clone();
+    let checks: Vec<(InventoryEntry, Option<Provenance>, bool)> =
+        futures::stream::iter(status.inventory.clone())
+            .map(|entry| async move {
+                let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
+                let resource = ApiResource::from_gvk(&gvk);
+                let api: Api<DynamicObject> = match &entry.namespace {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                    None => Api::all_with(client.clone(), &resource),
+                };
+                let api = match kube::discovery::pinned_kind(client, &gvk).await {
+                    Ok((resource, _)) => match &entry.namespace {
+                        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                        None => Api::all_with(client.clone(), &resource),
+                    },
+                    Err(_) => api,
+                };
+                let live = api.get_opt(&entry.name).await.ok().flatten();
+                let exists = live.is_some();
+                let provenance = live
+                    .and_then(|o| Provenance::read(&serde_json::to_value(o).unwrap_or_default()));
+                Ok::<_, anyhow::Error>((entry, provenance, exists))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+    let missing: Vec<String> = checks
+        .iter()
+        .filter(|(_, _, exists)| !exists)
+        .map(|(e, _, _)| e.display_name())
+        .collect();
+    let drifted: Vec<String> = checks
+        .iter()
+        .filter(|(_, p, exists)| {
+            *exists
+                && p.as_ref()
+                    .is_none_or(|p| p.app != id || Some(&p.commit) != synced.as_ref())
+        })
+        .map(|(e, _, _)| e.display_name())
+        .collect();
+    let sync = match (&synced, &status.branch_head) {
+        (None, _) => "Unknown",
+        (Some(s), Some(h)) if s == h && missing.is_empty() && drifted.is_empty() => "Synced",
+        _ => "OutOfSync",
+    };
+    Ok(AppView {
+        namespace: app.namespace().unwrap_or_default(),
+        name: app.name_any(),
+        repo_url: app.spec.repo_url.clone(),
+        branch: app.spec.branch.clone(),
+        branch_head: status.branch_head.clone(),
+        synced_commit: synced,
+        sync: sync.to_owned(),
+        health: status.health.clone().unwrap_or_else(|| "Unknown".into()),
+        last_result: status.history.first().map(|r| r.result.clone()),
+        objects: status.inventory.len(),
+        missing,
+        drifted,
+    })
+}

@@ -1,0 +1,452 @@
+//! The sync engine: what Git declares at a commit, resolved against the cluster's APIs, applied
+//! with server-side apply and stamped with provenance; what left Git is pruned.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client, ResourceExt as _};
+use serde_json::Value;
+use shared::app::{App, InventoryEntry};
+use shared::manifest::{self, LoadError, LoadErrors, Manifest};
+use shared::provenance::Provenance;
+
+use crate::mirror;
+
+/// The field manager of every write a sync makes.
+pub const FIELD_MANAGER: &str = "kubectl-gitops";
+/// How many objects are applied at once.
+const CONCURRENCY: usize = 16;
+
+/// The identity of an app in provenance annotations: `namespace/name`.
+pub fn app_id(app: &App) -> String {
+    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+}
+
+/// One object of the desired state, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub manifest: Manifest,
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+impl Resolved {
+    pub fn entry(&self) -> InventoryEntry {
+        InventoryEntry {
+            group: self.resource.group.clone(),
+            version: self.resource.version.clone(),
+            kind: self.resource.kind.clone(),
+            namespace: self.manifest.namespace().map(str::to_owned),
+            name: self.manifest.name().to_owned(),
+            source_path: self.manifest.source_path.clone(),
+        }
+    }
+
+    pub fn api(&self, client: &Client) -> Api<DynamicObject> {
+        match self.manifest.namespace() {
+            Some(ns) if self.namespaced => Api::namespaced_with(client.clone(), ns, &self.resource),
+            _ => Api::all_with(client.clone(), &self.resource),
+        }
+    }
+}
+
+/// What an app's branch declares at one commit.
+#[derive(Debug)]
+pub struct Desired {
+    pub head: String,
+    pub commit: String,
+    pub objects: Vec<Resolved>,
+}
+
+/// Fetches the app's repository and loads the manifests at `revision` (default: the branch head),
+/// which must be on the protected branch. Nothing in the cluster is changed.
+pub async fn desired(
+    client: &Client,
+    app: &App,
+    revision: Option<&str>,
+) -> anyhow::Result<Desired> {
+    let spec = &app.spec;
+    let mirror = mirror::fetched(&spec.repo_url).await.with_context(|| {
+        format!(
+            "app {}: the repository could not be fetched; nothing was changed",
+            app_id(app)
+        )
+    })?;
+    let branch = spec.branch.clone();
+    let revision = revision.map(str::to_owned);
+    let path = spec.path.clone();
+    let (head, commit, files) = mirror::blocking(&mirror, move |m| {
+        let head = m.branch_head(&branch)?;
+        let commit = match revision {
+            Some(rev) => {
+                let commit = m.resolve(&rev)?;
+                m.ensure_on_branch(commit, &branch)?;
+                commit
+            }
+            None => head,
+        };
+        let files = m.files(commit, &path)?;
+        Ok((head.to_string(), commit.to_string(), files))
+    })
+    .await?;
+    let manifests = manifest::load(
+        files
+            .iter()
+            .map(|f| (f.path.as_str(), f.contents.as_slice())),
+    )
+    .map_err(|errors| {
+        anyhow::Error::new(errors).context(format!("commit {commit} of {}", spec.repo_url))
+    })?;
+    let destination = spec
+        .destination_namespace
+        .clone()
+        .or_else(|| app.namespace())
+        .unwrap_or_else(|| "default".to_owned());
+    let objects = resolve(client, manifests, &destination)
+        .await
+        .map_err(|e| e.context(format!("commit {commit} of {}", spec.repo_url)))?;
+    Ok(Desired {
+        head,
+        commit,
+        objects,
+    })
+}
+
+/// Finds the API of every manifest, defaults namespaces and rejects what the cluster cannot take,
+/// all before anything is applied. Kinds defined by a CRD in the same set are resolved from it.
+pub async fn resolve(
+    client: &Client,
+    manifests: Vec<Manifest>,
+    destination: &str,
+) -> anyhow::Result<Vec<Resolved>> {
+    let mut from_crds: HashMap<(String, String), (ApiResource, bool)> = HashMap::new();
+    for m in &manifests {
+        if m.kind() == "CustomResourceDefinition" && m.group_version().0 == "apiextensions.k8s.io" {
+            let spec = &m.object["spec"];
+            let group = spec["group"].as_str().unwrap_or_default();
+            let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+            let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+            for version in spec["versions"].as_array().into_iter().flatten() {
+                let version = version["name"].as_str().unwrap_or_default();
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+                from_crds.insert(
+                    (resource.api_version.clone(), kind.to_owned()),
+                    (resource, spec["scope"] == "Namespaced"),
+                );
+            }
+        }
+    }
+
+    let mut cache: HashMap<(String, String), Option<(ApiResource, bool)>> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut resolved = Vec::with_capacity(manifests.len());
+    for mut m in manifests {
+        let key = (m.api_version().to_owned(), m.kind().to_owned());
+        if !cache.contains_key(&key) {
+            let (group, version) = m.group_version();
+            let gvk = GroupVersionKind::gvk(group, version, m.kind());
+            let found = match discovery::pinned_kind(client, &gvk).await {
+                Ok((resource, caps)) => Some((resource, caps.scope == Scope::Namespaced)),
+                Err(kube::Error::Api(status)) if status.code == 404 => None,
+                Err(kube::Error::Discovery(_)) => None,
+                Err(e) => return Err(e).context("API discovery failed"),
+            };
+            cache.insert(key.clone(), found.or_else(|| from_crds.get(&key).cloned()));
+        }
+        let Some((resource, namespaced)) = cache[&key].clone() else {
+            errors.push(LoadError::Unsupported {
+                path: m.source_path.clone(),
+                line: m.line,
+                kind: m.kind().to_owned(),
+                name: m.name().to_owned(),
+                message: "no API of the cluster serves this apiVersion and kind, and no CRD in the app defines it",
+            });
+            continue;
+        };
+        if namespaced && m.namespace().is_none() {
+            m.object["metadata"]["namespace"] = destination.into();
+        }
+        if !namespaced && m.namespace().is_some() {
+            errors.push(LoadError::Unsupported {
+                path: m.source_path.clone(),
+                line: m.line,
+                kind: m.kind().to_owned(),
+                name: m.name().to_owned(),
+                message: "the kind is cluster-scoped but the manifest names a namespace",
+            });
+            continue;
+        }
+        resolved.push(Resolved {
+            manifest: m,
+            resource,
+            namespaced,
+        });
+    }
+    let manifests: Vec<Manifest> = resolved.iter().map(|r| r.manifest.clone()).collect();
+    manifest::check_duplicates(&manifests, &mut errors);
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors).into());
+    }
+    Ok(resolved)
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Pruned,
+}
+
+impl Action {
+    pub fn as_str(self, dry_run: bool) -> &'static str {
+        match (self, dry_run) {
+            (Action::Created, false) => "created",
+            (Action::Configured, false) => "configured",
+            (Action::Unchanged, _) => "unchanged",
+            (Action::Pruned, false) => "pruned",
+            (Action::Created, true) => "created (dry run)",
+            (Action::Configured, true) => "configured (dry run)",
+            (Action::Pruned, true) => "pruned (dry run)",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectResult {
+    pub entry: InventoryEntry,
+    pub action: Action,
+}
+
+/// Applies the desired state: Namespaces and CRDs first (waiting for CRDs to be established),
+/// then everything else with bounded concurrency.
+pub async fn apply(
+    client: &Client,
+    app: &App,
+    desired: &Desired,
+    dry_run: bool,
+    mut progress: impl FnMut(&ObjectResult),
+) -> anyhow::Result<Vec<ObjectResult>> {
+    let id = app_id(app);
+    let first = |r: &&Resolved| {
+        matches!(
+            r.resource.kind.as_str(),
+            "Namespace" | "CustomResourceDefinition"
+        )
+    };
+    let (early, rest): (Vec<&Resolved>, Vec<&Resolved>) = desired.objects.iter().partition(first);
+    let mut results = Vec::with_capacity(desired.objects.len());
+    for phase in [early, rest] {
+        let mut stream = futures::stream::iter(
+            phase
+                .into_iter()
+                .map(|r| apply_one(client, r, &id, &desired.commit, dry_run)),
+        )
+        .buffer_unordered(CONCURRENCY);
+        let mut crds = Vec::new();
+        while let Some(result) = stream.next().await {
+            let result = result?;
+            progress(&result);
+            if result.entry.kind == "CustomResourceDefinition" {
+                crds.push(result.entry.name.clone());
+            }
+            results.push(result);
+        }
+        if !dry_run {
+            wait_established(client, &crds).await?;
+        }
+    }
+    results.sort_by(|a, b| a.entry.cmp(&b.entry));
+    Ok(results)
+}
+
+async fn apply_one(
+    client: &Client,
+    r: &Resolved,
+    app: &str,
+    commit: &str,
+    dry_run: bool,
+) -> anyhow::Result<ObjectResult> {
+    let entry = r.entry();
+    let api = r.api(client);
+    let name = r.manifest.name();
+    let mut object = r.manifest.object.clone();
+    Provenance {
+        commit: commit.to_owned(),
+        app: app.to_owned(),
+        source_path: r.manifest.source_path.clone(),
+    }
+    .stamp(&mut object);
+    // A CRD-defined kind whose CRD is created in this same dry run cannot be checked yet.
+    let before = match api.get_opt(name).await {
+        Ok(before) => before,
+        Err(kube::Error::Api(status)) if dry_run && status.code == 404 => {
+            return Ok(ObjectResult {
+                entry,
+                action: Action::Created,
+            });
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "{} ({}): cannot read it",
+                    entry.display_name(),
+                    r.manifest.location()
+                )
+            });
+        }
+    };
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let after = api
+        .patch(name, &params, &Patch::Apply(&object))
+        .await
+        .with_context(|| {
+            format!(
+                "{} ({}): the apiserver refused it",
+                entry.display_name(),
+                r.manifest.location()
+            )
+        })?;
+    let action = match before {
+        None => Action::Created,
+        Some(before) if before.resource_version() == after.resource_version() => Action::Unchanged,
+        Some(_) => Action::Configured,
+    };
+    Ok(ObjectResult { entry, action })
+}
+
+async fn wait_established(client: &Client, crds: &[String]) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in crds {
+        let condition = kube::runtime::conditions::is_crd_established();
+        kube::runtime::wait::await_condition(api.clone(), name, condition)
+            .await
+            .with_context(|| {
+                format!("CustomResourceDefinition {name} did not become established")
+            })?;
+    }
+    Ok(())
+}
+
+/// Deletes objects of the previous inventory that are not in the desired state and still carry
+/// this app's provenance (an object another app or a person took over is left alone).
+pub async fn prune(
+    client: &Client,
+    app: &App,
+    desired: &Desired,
+    dry_run: bool,
+) -> anyhow::Result<Vec<ObjectResult>> {
+    let id = app_id(app);
+    let keep: BTreeSet<(String, String, Option<String>, String)> = desired
+        .objects
+        .iter()
+        .map(|r| {
+            let e = r.entry();
+            (e.group, e.kind, e.namespace, e.name)
+        })
+        .collect();
+    let previous = app
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    let mut results = Vec::new();
+    for entry in previous {
+        if keep.contains(&(
+            entry.group.clone(),
+            entry.kind.clone(),
+            entry.namespace.clone(),
+            entry.name.clone(),
+        )) {
+            continue;
+        }
+        let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
+        let (resource, caps) = match discovery::pinned_kind(client, &gvk).await {
+            Ok(found) => found,
+            // The API is gone (its CRD was pruned): so are its objects.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(kube::Error::Discovery(_)) => continue,
+            Err(e) => return Err(e).context("API discovery failed"),
+        };
+        let api: Api<DynamicObject> = match (&entry.namespace, caps.scope) {
+            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let Some(live) = api
+            .get_opt(&entry.name)
+            .await
+            .with_context(|| format!("{}: cannot read it", entry.display_name()))?
+        else {
+            continue;
+        };
+        let live_value = serde_json::to_value(&live).context("a live object serialises")?;
+        if Provenance::read(&live_value).is_none_or(|p| p.app != id) {
+            continue;
+        }
+        let params = DeleteParams {
+            dry_run,
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        api.delete(&entry.name, &params)
+            .await
+            .with_context(|| format!("{}: cannot prune it", entry.display_name()))?;
+        results.push(ObjectResult {
+            entry,
+            action: Action::Pruned,
+        });
+    }
+    Ok(results)
+}
+
+/// Reads the live state of every desired object: `None` where it does not exist.
+pub async fn live(
+    client: &Client,
+    desired: &Desired,
+) -> anyhow::Result<Vec<(Resolved, Option<Value>)>> {
+    futures::stream::iter(desired.objects.iter().cloned())
+        .map(|r| async move {
+            let live = r
+                .api(client)
+                .get_opt(r.manifest.name())
+                .await
+                .with_context(|| format!("{}: cannot read it", r.entry().display_name()))?
+                .map(|o| serde_json::to_value(o).unwrap_or_default());
+            Ok::<_, anyhow::Error>((r, live))
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Names the objects that failed an action, for error messages.
+pub fn summarise(results: &[ObjectResult]) -> BTreeMap<Action, usize> {
+    let mut counts = BTreeMap::new();
+    for r in results {
+        *counts.entry(r.action).or_default() += 1;
+    }
+    counts
+}
+
+/// Refuses to sync an app whose definition does not make sense.
+pub fn check_app(app: &App) -> anyhow::Result<()> {
+    let url = &app.spec.repo_url;
+    if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
+        bail!(
+            "app {}: spec.repoURL {url:?} must be a file://, http:// or https:// URL",
+            app_id(app)
+        );
+    }
+    if app.spec.branch.is_empty() {
+        bail!("app {}: spec.branch is empty", app_id(app));
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The plugin's Git mirrors, kept in the user's cache directory and used off the async runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use shared::git::Mirror;
+
+/// `$KUBECTL_GITOPS_CACHE_DIR`, else `$XDG_CACHE_HOME/kubectl-gitops`, else `~/.cache/kubectl-gitops`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KUBECTL_GITOPS_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("kubectl-gitops").join("repos")
+}
+
+/// Opens the mirror of `url` and fetches it.
+pub async fn fetched(url: &str) -> anyhow::Result<Arc<Mirror>> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mirror = Mirror::open(&url, &cache_dir())?;
+        mirror.fetch()?;
+        Ok::<_, shared::git::GitError>(Arc::new(mirror))
+    })
+    .await
+    .context("the Git task panicked")?
+    .map_err(anyhow::Error::from)
+}
+
+/// Runs blocking Git work on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    mirror: &Arc<Mirror>,
+    work: impl FnOnce(&Mirror) -> Result<T, shared::git::GitError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let mirror = mirror.clone();
+    tokio::task::spawn_blocking(move || work(&mirror))
+        .await
+        .context("the Git task panicked")?
+        .map_err(anyhow::Error::from)
+}

@@ -1,0 +1,420 @@
+//! `kubectl gitops` app, sync, status, history and verify against the real local control plane and
+//! real Git repositories fetched over file://.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::git::Repo;
+use e2e::{TestNamespace, cluster, wait};
+use serde_json::Value;
+
+const COMMIT: &str = "gitops.kubectl-gitops.dev/commit";
+const APP: &str = "gitops.kubectl-gitops.dev/app";
+const SOURCE: &str = "gitops.kubectl-gitops.dev/source-path";
+
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `kubectl gitops ARGS` through the real kubectl, with its own Git cache.
+struct Gitops {
+    cache: tempfile::TempDir,
+    namespace: String,
+}
+
+impl Gitops {
+    fn new(namespace: &str) -> Self {
+        e2e::cluster::install_crds();
+        Gitops {
+            cache: tempfile::tempdir().expect("a cache directory"),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-gitops"))
+            .parent()
+            .expect("the binary lives in a directory");
+        let path = std::env::join_paths(std::iter::once(plugin_dir.to_owned()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .expect("PATH entries join");
+        let mut all = vec!["gitops", "-n", &self.namespace];
+        all.extend_from_slice(args);
+        let output = Command::new(e2e::tool(
+            "KUBECTL",
+            "kubectl",
+            "scripts/install-kubectl.sh",
+        ))
+        .args(&all)
+        .env("PATH", path)
+        .env("KUBECONFIG", cluster().kubeconfig())
+        .env("KUBECTL_GITOPS_CACHE_DIR", self.cache.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kubectl runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "kubectl gitops {} failed:\n{}",
+            args.join(" "),
+            run.stderr
+        );
+        run.stdout
+    }
+}
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+fn deployment(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: main\n        image: {image}\n"
+    )
+}
+
+fn annotations(object: &Value) -> (String, String, String) {
+    let a = &object["metadata"]["annotations"];
+    let get = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+    (get(COMMIT), get(APP), get(SOURCE))
+}
+
+fn app_status(ns: &str, name: &str) -> Value {
+    cluster()
+        .kubectl()
+        .json(&["get", "apps.gitops.kubectl-gitops.dev", name, "-n", ns])["status"]
+        .clone()
+}
+
+#[test]
+fn sync_applies_the_branch_with_provenance_then_follows_new_commits_and_prunes() {
+    let ns = TestNamespace::new("sync");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write(
+        "apps/web/config.yaml",
+        &format!(
+            "{}---\n{}",
+            config_map("settings", "1"),
+            config_map("extra", "x")
+        ),
+    )
+    .write(
+        "apps/web/deploy.yaml",
+        &deployment("web", "registry.local/web:1"),
+    )
+    .write("apps/web/README.md", "not a manifest")
+    .write("other/ignored.yaml", &config_map("not-this-app", "0"));
+    let first = repo.commit("web: first version");
+
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--path",
+        "apps/web",
+        "--prune",
+    ]);
+    let sync = gitops.ok(&["sync", "web", "--wait", "--timeout", "120s"]);
+    assert!(
+        sync.contains("Deployment") && sync.contains("created"),
+        "{sync}"
+    );
+
+    let deploy = kubectl.json(&["get", "deployment", "web", "-n", &ns.name]);
+    assert_eq!(
+        annotations(&deploy),
+        (
+            first.clone(),
+            format!("{}/web", ns.name),
+            "apps/web/deploy.yaml".to_owned()
+        )
+    );
+    assert_eq!(
+        deploy["status"]["availableReplicas"], 2,
+        "--wait waited for health"
+    );
+    let settings = kubectl.json(&["get", "configmap", "settings", "-n", &ns.name]);
+    assert_eq!(annotations(&settings).2, "apps/web/config.yaml");
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "not-this-app", "-n", &ns.name])
+            .success,
+        "outside the app path"
+    );
+    let with_fields = kubectl.json(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        &ns.name,
+        "--show-managed-fields",
+    ]);
+    let managers: Vec<String> = with_fields["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed fields")
+        .iter()
+        .filter(|f| f["operation"] == "Apply")
+        .map(|f| f["manager"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        managers,
+        ["kubectl-gitops"],
+        "server-side apply with one field manager"
+    );
+
+    let status = app_status(&ns.name, "web");
+    assert_eq!(status["lastSyncedCommit"], first.as_str());
+    assert_eq!(status["inventory"].as_array().map(Vec::len), Some(3));
+
+    // A resync of the same commit changes nothing.
+    let again = gitops.ok(&["sync", "web"]);
+    assert_eq!(again.matches("unchanged").count(), 3, "{again}");
+
+    // New commit: a changed value, a removed document, a renamed object.
+    repo.write("apps/web/config.yaml", &config_map("settings", "2"))
+        .write(
+            "apps/web/deploy.yaml",
+            &deployment("web-v2", "registry.local/web:2"),
+        );
+    let second = repo.commit("web: rename the deployment, drop extra");
+    let resync = gitops.ok(&["sync", "web"]);
+    assert!(resync.contains("pruned"), "{resync}");
+    assert_eq!(
+        kubectl.json(&["get", "configmap", "settings", "-n", &ns.name])["data"]["value"],
+        "2"
+    );
+    assert_eq!(
+        annotations(&kubectl.json(&["get", "configmap", "settings", "-n", &ns.name])).0,
+        second
+    );
+    kubectl.ok(&["get", "deployment", "web-v2", "-n", &ns.name]);
+    wait::until(
+        "the renamed-away deployment to be pruned",
+        Duration::from_secs(60),
+        || {
+            let o = kubectl.run(&["get", "deployment", "web", "-n", &ns.name]);
+            (!o.success).then_some(()).ok_or(o.stdout)
+        },
+    );
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "extra", "-n", &ns.name])
+            .success,
+        "extra was pruned"
+    );
+
+    let status = gitops.ok(&["status", "web"]);
+    assert!(status.contains("Synced"), "{status}");
+    let history = gitops.ok(&["history", "web", "-o", "json"]);
+    let history: Value = serde_json::from_str(&history).expect("history is JSON");
+    let commits: Vec<&str> = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["commit"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(commits, [second.as_str(), first.as_str(), first.as_str()]);
+    assert!(
+        history[0]["initiator"]
+            .as_str()
+            .is_some_and(|i| !i.is_empty() && i != "unknown"),
+        "{history}"
+    );
+}
+
+#[test]
+fn a_malformed_manifest_aborts_the_sync_before_anything_is_applied() {
+    let ns = TestNamespace::new("malformed");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("a.yaml", &config_map("alpha", "1"));
+    let good = repo.commit("good");
+    gitops.ok(&["app", "add", "cfg", "--repo", &repo.url()]);
+    gitops.ok(&["sync", "cfg"]);
+
+    // One valid change and one broken file in the same commit: neither may reach the cluster.
+    repo.write("a.yaml", &config_map("alpha", "2")).write(
+        "b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [broken\n",
+    );
+    repo.commit("half broken");
+    let failed = gitops.run(&["sync", "cfg"]);
+    assert_eq!(failed.code, Some(1), "{failed:?}");
+    assert!(
+        failed.stderr.contains("b.yaml:"),
+        "the error names the file and line: {}",
+        failed.stderr
+    );
+    let alpha = kubectl.json(&["get", "configmap", "alpha", "-n", &ns.name]);
+    assert_eq!(alpha["data"]["value"], "1", "nothing was applied");
+    assert_eq!(annotations(&alpha).0, good);
+
+    let status = app_status(&ns.name, "cfg");
+    assert_eq!(status["history"][0]["result"], "Failed");
+    assert_eq!(
+        status["lastSyncedCommit"],
+        good.as_str(),
+        "the last good state stays in force"
+    );
+
+    // A duplicate object and a missing kind are caught the same way.
+    repo.write(
+        "b.yaml",
+        &format!(
+            "{}---\napiVersion: v1\nmetadata: {{name: nokind}}\n",
+            config_map("alpha", "3")
+        ),
+    );
+    repo.commit("duplicate and missing kind");
+    let failed = gitops.run(&["sync", "cfg"]);
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed.stderr.contains("declared twice"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("kind is missing"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn dry_run_and_revisions_change_nothing_or_only_what_is_merged() {
+    let ns = TestNamespace::new("dryrun");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("conf", "old"));
+    let old = repo.commit("old");
+    repo.write("cm.yaml", &config_map("conf", "new"));
+    let new = repo.commit("new");
+    repo.git(&["checkout", "--quiet", "-b", "feature"]);
+    repo.write("cm.yaml", &config_map("conf", "unmerged"));
+    let unmerged = repo.commit("not merged");
+    repo.git(&["checkout", "--quiet", "main"]);
+    gitops.ok(&["app", "add", "conf", "--repo", &repo.url()]);
+
+    let dry = gitops.ok(&["sync", "conf", "--dry-run"]);
+    assert!(dry.contains("created (dry run)"), "{dry}");
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "conf", "-n", &ns.name])
+            .success,
+        "dry run created nothing"
+    );
+    assert!(
+        app_status(&ns.name, "conf").is_null(),
+        "dry run recorded nothing"
+    );
+
+    gitops.ok(&["sync", "conf", "--revision", &old[..10]]);
+    let conf = kubectl.json(&["get", "configmap", "conf", "-n", &ns.name]);
+    assert_eq!(
+        (conf["data"]["value"].as_str(), annotations(&conf).0),
+        (Some("old"), old.clone())
+    );
+
+    let refused = gitops.run(&["sync", "conf", "--revision", &unmerged]);
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("not on branch main"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        kubectl.json(&["get", "configmap", "conf", "-n", &ns.name])["data"]["value"],
+        "old"
+    );
+
+    let status = gitops.ok(&["status", "conf", "-o", "json"]);
+    let status: Value = serde_json::from_str(&status).expect("JSON");
+    assert_eq!(
+        status["sync"], "OutOfSync",
+        "the branch head is ahead of the synced commit"
+    );
+    assert_eq!(status["branchHead"], new.as_str());
+}
+
+#[test]
+fn an_unreachable_remote_fails_clearly_and_changes_nothing() {
+    let ns = TestNamespace::new("unreachable");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("kept", "1"));
+    repo.commit("first");
+    gitops.ok(&["app", "add", "app", "--repo", &repo.url()]);
+    gitops.ok(&["sync", "app"]);
+
+    // The remote goes away; the mirror still holds the old commits, but a sync must not pretend.
+    let moved = repo.path().with_extension("moved");
+    std::fs::rename(repo.path(), &moved).expect("move the repository away");
+    let failed = gitops.run(&["sync", "app"]);
+    std::fs::rename(&moved, repo.path()).expect("move the repository back");
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed.stderr.contains("could not be fetched"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("nothing was changed"),
+        "{}",
+        failed.stderr
+    );
+    kubectl.ok(&["get", "configmap", "kept", "-n", &ns.name]);
+}
+
+#[test]
+fn verify_checks_a_working_tree_and_a_commit_with_the_sync_loader() {
+    let repo = Repo::new();
+    repo.write("apps/a.yaml", &config_map("a", "1"));
+    repo.commit("valid");
+    let gitops = Gitops {
+        cache: tempfile::tempdir().expect("cache"),
+        namespace: "default".into(),
+    };
+    let dir = repo.path().join("apps");
+    let ok = gitops.ok(&["verify", &dir.to_string_lossy()]);
+    assert!(ok.contains("ConfigMap a"), "{ok}");
+
+    repo.write(
+        "apps/b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+    );
+    let bad = gitops.run(&["verify", &dir.to_string_lossy()]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("b.yaml:1: metadata.name is missing"),
+        "{}",
+        bad.stderr
+    );
+
+    // The committed tree is still valid.
+    let repo_path = repo.path().to_string_lossy().into_owned();
+    let at_commit = gitops.ok(&["verify", "--repo", &repo_path, "--commit", "HEAD", "apps"]);
+    assert!(at_commit.contains("apps/a.yaml:1"), "{at_commit}");
+}
