@@ -418,3 +418,50 @@ fn verify_checks_a_working_tree_and_a_commit_with_the_sync_loader() {
     let at_commit = gitops.ok(&["verify", "--repo", &repo_path, "--commit", "HEAD", "apps"]);
     assert!(at_commit.contains("apps/a.yaml:1"), "{at_commit}");
 }
+
+#[test]
+fn sync_follows_a_branch_served_over_smart_http() {
+    let ns = TestNamespace::new("http");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("deploy/cm.yaml", &config_map("over-http", "1"));
+    let first = repo.commit("first");
+    let remote = repo.serve_http();
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        remote.url(),
+        "--path",
+        "deploy",
+    ]);
+    gitops.ok(&["sync", "web"]);
+    let cm = kubectl.json(&["get", "configmap", "over-http", "-n", &ns.name]);
+    assert_eq!(annotations(&cm).0, first);
+
+    repo.write("deploy/cm.yaml", &config_map("over-http", "2"));
+    let second = repo.commit("second");
+    gitops.ok(&["sync", "web"]);
+    let cm = kubectl.json(&["get", "configmap", "over-http", "-n", &ns.name]);
+    assert_eq!(
+        (cm["data"]["value"].as_str(), annotations(&cm).0),
+        (Some("2"), second.clone())
+    );
+
+    // The server goes away: the sync fails with the URL named, and the cluster keeps commit two.
+    let url = remote.url().to_owned();
+    drop(remote);
+    repo.write("deploy/cm.yaml", &config_map("over-http", "3"));
+    repo.commit("third, never fetched");
+    let failed = gitops.run(&["sync", "web"]);
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed.stderr.contains(&url) && failed.stderr.contains("could not be fetched"),
+        "{}",
+        failed.stderr
+    );
+    let cm = kubectl.json(&["get", "configmap", "over-http", "-n", &ns.name]);
+    assert_eq!(annotations(&cm).0, second);
+}

@@ -79,3 +79,196 @@ impl Repo {
         self.git(&["rev-parse", "HEAD"])
     }
 }
+
+/// Serves one repository over smart HTTP on loopback by running `git http-backend` as a CGI
+/// program per request, as a web server in front of Git would. Stops when dropped.
+#[derive(Debug)]
+pub struct HttpRemote {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Repo {
+    /// Starts serving this repository over HTTP.
+    pub fn serve_http(&self) -> HttpRemote {
+        let root = self
+            .path()
+            .parent()
+            .expect("a repository has a parent")
+            .to_owned();
+        let name = self
+            .path()
+            .file_name()
+            .expect("a repository has a name")
+            .to_string_lossy()
+            .into_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    if let Err(err) = http::serve(stream, &root) {
+                        eprintln!("git http remote: {err}");
+                    }
+                });
+            }
+        });
+        HttpRemote {
+            url: format!("http://{addr}/{name}"),
+            stop,
+            addr,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl HttpRemote {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for HttpRemote {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+mod http {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    /// Answers one HTTP/1.1 request with the output of `git http-backend`, then closes.
+    pub fn serve(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default().to_owned();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                let mut chunk = vec![0; size + 2];
+                reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok())
+        {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
+
+        let mut cgi = Command::new("git");
+        cgi.arg("http-backend")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("REQUEST_METHOD", &method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", query)
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(t) = header("content-type") {
+            cgi.env("CONTENT_TYPE", t);
+        }
+        if let Some(e) = header("content-encoding") {
+            cgi.env("HTTP_CONTENT_ENCODING", e);
+        }
+        if let Some(p) = header("git-protocol") {
+            cgi.env("GIT_PROTOCOL", p);
+        }
+        let mut child = cgi.spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let writer = std::thread::spawn(move || stdin.write_all(&body));
+        let output = child.wait_with_output()?;
+        let _ = writer.join();
+
+        let split = output
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, 4))
+            .or_else(|| {
+                output
+                    .stdout
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|i| (i, 2))
+            });
+        let (head, payload) = match split {
+            Some((i, n)) => (
+                String::from_utf8_lossy(&output.stdout[..i]).into_owned(),
+                &output.stdout[i + n..],
+            ),
+            None => (String::new(), &output.stdout[..]),
+        };
+        let mut status = "200 OK".to_owned();
+        let mut response_headers = String::new();
+        for line in head.lines() {
+            match line.split_once(':') {
+                Some((name, value)) if name.eq_ignore_ascii_case("status") => {
+                    status = value.trim().to_owned()
+                }
+                Some(_) => response_headers.push_str(&format!("{}\r\n", line.trim_end())),
+                None => {}
+            }
+        }
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        )?;
+        stream.write_all(payload)?;
+        stream.flush()
+    }
+}
