@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the local control plane: build the tools, start a real Kubernetes
-# 1.37 control plane, roll out a workload with the real kubectl, run the plugin as
-# `kubectl gitops`, and stop everything again.
+# 1.37 control plane, make an example Git repository, define an app for it, sync the branch with
+# provenance, merge a change and sync again (pruning what left Git), show status and history,
+# and stop everything again.
 # Set KEEP=1 to leave the cluster running afterwards (stop it with scripts/cluster.sh stop).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +14,10 @@ step "installing kubectl and building the local control plane and kubectl-gitops
 bash scripts/install-kubectl.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --bins --locked
-export PATH="$root/target/debug:$root/.tools/bin:$PATH"
+# kubectl finds plugins on PATH; a directory of its own keeps build leftovers out of `plugin list`.
+mkdir -p "$root/.tools/plugins"
+ln -sf "$root/target/debug/kubectl-gitops" "$root/.tools/plugins/kubectl-gitops"
+export PATH="$root/.tools/plugins:$root/.tools/bin:$PATH"
 
 state="$root/.state/demo"
 step "starting the local control plane in $state"
@@ -28,19 +32,77 @@ step "kubectl version"
 kubectl version
 step "kubectl get nodes"
 kubectl get nodes -o wide
+step "kubectl finds the plugin on PATH"
+kubectl plugin list --name-only
 
-step "rolling out a Deployment of 3 replicas"
+step "installing the App CRD"
+kubectl gitops crd | kubectl apply --server-side -f -
+kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev --timeout=60s
+
+repo="$root/.state/demo-repo"
+step "creating an example repository at $repo (branch main)"
+rm -rf "$repo"
+mkdir -p "$repo/apps/web"
+git() { command git -C "$repo" -c user.name=Demo -c user.email=demo@example.invalid "$@"; }
+git init --quiet --initial-branch=main
+cat > "$repo/apps/web/deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: registry.local/web:1
+YAML
+cat > "$repo/apps/web/config.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-settings
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-feature-flags
+data:
+  beta: "false"
+YAML
+git add --all && git commit --quiet -m "web: first release"
+
+step "kubectl gitops verify (what a pipeline runs before merging)"
+kubectl gitops verify "$repo/apps/web"
+
+step "defining the app and syncing the branch"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n demo create deployment web --image=registry.local/web:1 --replicas=3 --dry-run=client -o yaml |
-  kubectl apply -f -
-kubectl -n demo rollout status deployment/web --timeout=120s
-kubectl -n demo set image deployment/web web=registry.local/web:2
-kubectl -n demo rollout status deployment/web --timeout=120s
-kubectl -n demo get deployment,replicasets,pods -o wide
+kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
+kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune
+kubectl gitops -n demo sync web --wait --timeout 2m
 
-step "kubectl gitops (found by kubectl on PATH)"
-kubectl plugin list --name-only 2>/dev/null | grep kubectl-gitops
-kubectl gitops version
+step "every object carries the commit, app and file it came from"
+kubectl -n demo get deployment web -o jsonpath='{.metadata.annotations}{"\n"}'
+
+step "merging a change: new image, one ConfigMap removed from Git"
+sed -i 's/web:1/web:2/' "$repo/apps/web/deployment.yaml"
+head -n 6 "$repo/apps/web/config.yaml" > "$repo/apps/web/config.yaml.new"
+mv "$repo/apps/web/config.yaml.new" "$repo/apps/web/config.yaml"
+git commit --quiet -am "web: release 2, drop the feature flags"
+kubectl gitops -n demo status web
+kubectl gitops -n demo sync web --wait --timeout 2m
+
+step "status and history"
+kubectl gitops -n demo status web -o wide
+kubectl gitops -n demo history web
+kubectl -n demo get deployment,replicasets,configmaps
 
 if [[ -n "${KEEP:-}" ]]; then
   step "the cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with scripts/cluster.sh stop $state"

@@ -197,6 +197,13 @@ fn sync_applies_the_branch_with_provenance_then_follows_new_commits_and_prunes()
             &deployment("web-v2", "registry.local/web:2"),
         );
     let second = repo.commit("web: rename the deployment, drop extra");
+    let before: Value =
+        serde_json::from_str(&gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
+    assert_eq!(
+        (before["sync"].as_str(), before["branchHead"].as_str()),
+        (Some("OutOfSync"), Some(second.as_str())),
+        "status asks the remote for the branch head: {before}"
+    );
     let resync = gitops.ok(&["sync", "web"]);
     assert!(resync.contains("pruned"), "{resync}");
     assert_eq!(

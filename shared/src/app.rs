@@ -42,7 +42,7 @@ pub struct AppSpec {
     pub prune: bool,
     /// How often the agent reconciles, in seconds.
     #[serde(default = "default_interval")]
-    pub interval_seconds: u32,
+    pub interval_seconds: i32,
     /// What the admission webhook does with a write that Git does not explain.
     #[serde(default)]
     pub enforcement: Enforcement,
@@ -59,7 +59,7 @@ fn default_path() -> String {
     ".".to_owned()
 }
 
-fn default_interval() -> u32 {
+fn default_interval() -> i32 {
     180
 }
 
@@ -149,9 +149,9 @@ pub struct SyncRecord {
     /// "Succeeded" or "Failed".
     pub result: String,
     #[serde(default)]
-    pub applied: u32,
+    pub applied: i32,
     #[serde(default)]
-    pub pruned: u32,
+    pub pruned: i32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }

@@ -52,7 +52,8 @@ pub struct AddArgs {
     pub prune: bool,
     /// Seconds between reconciliations by the agent.
     #[arg(long, default_value_t = 180)]
-    pub interval: u32,
+    #[arg(value_parser = clap::value_parser!(i32).range(1..))]
+    pub interval: i32,
     /// Only warn about writes that Git does not explain, instead of refusing them.
     #[arg(long)]
     pub warn_only: bool,

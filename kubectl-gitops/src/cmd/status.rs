@@ -50,6 +50,9 @@ pub struct AppView {
     pub missing: Vec<String>,
     /// Objects whose provenance no longer names the synced commit or this app.
     pub drifted: Vec<String>,
+    /// Why parts of the view may be stale (the remote could not be reached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyhow::Result<Code> {
@@ -77,7 +80,11 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
     };
     let mut views = Vec::with_capacity(apps.len());
     for app in &apps {
-        views.push(view(&ctx.client, app).await?);
+        let view = view(&ctx.client, app).await?;
+        for warning in &view.warnings {
+            eprintln!("warning: app {}/{}: {warning}", view.namespace, view.name);
+        }
+        views.push(view);
     }
     match args.output {
         Format::Table | Format::Wide => {
@@ -141,7 +148,13 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
 }
 
 async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
-    let status = app.status.clone().unwrap_or_default();
+    let mut status = app.status.clone().unwrap_or_default();
+    // The branch may have moved since the last sync: ask the remote, not the recorded head.
+    let mut warnings = Vec::new();
+    match live_head(app).await {
+        Ok(head) => status.branch_head = Some(head),
+        Err(err) => warnings.push(format!("branch head as of the last sync: {err:#}")),
+    }
     let id = engine::app_id(app);
     let synced = status.last_synced_commit.clone();
     let checks: Vec<(InventoryEntry, Option<Provenance>, bool)> =
@@ -201,5 +214,15 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
         objects: status.inventory.len(),
         missing,
         drifted,
+        warnings,
     })
+}
+
+async fn live_head(app: &App) -> anyhow::Result<String> {
+    let mirror = crate::mirror::fetched(&app.spec.repo_url).await?;
+    let branch = app.spec.branch.clone();
+    crate::mirror::blocking(&mirror, move |m| {
+        m.branch_head(&branch).map(|id| id.to_string())
+    })
+    .await
 }

@@ -163,8 +163,8 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
         initiator: initiator.clone(),
         result: "Succeeded".into(),
         applied: (count(Action::Created) + count(Action::Configured) + count(Action::Unchanged))
-            as u32,
-        pruned: count(Action::Pruned) as u32,
+            as i32,
+        pruned: count(Action::Pruned) as i32,
         message: summary.clone(),
     };
     record(
