@@ -427,7 +427,7 @@ pub async fn live(
         .await
 }
 
-/// Names the objects that failed an action, for error messages.
+/// How many objects each action touched.
 pub fn summarise(results: &[ObjectResult]) -> BTreeMap<Action, usize> {
     let mut counts = BTreeMap::new();
     for r in results {

@@ -1,20 +1,11 @@
 //! The real kubectl finds `kubectl-gitops` on PATH and runs it as `kubectl gitops`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn kubectl_with_plugin(args: &[&str]) -> Output {
-    let kubectl = e2e::tool("KUBECTL", "kubectl", "scripts/install-kubectl.sh");
-    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-gitops"))
-        .parent()
-        .expect("the binary lives in a directory");
-    let path = std::env::join_paths(std::iter::once(plugin_dir.to_owned()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .expect("PATH entries join");
-    Command::new(kubectl)
+    e2e::kubectl_with_plugin(Path::new(env!("CARGO_BIN_EXE_kubectl-gitops")))
         .args(args)
-        .env("PATH", path)
         .output()
         .expect("kubectl runs")
 }
@@ -41,7 +32,7 @@ fn kubectl_gitops_help_reads_as_typed() {
     let out = kubectl_with_plugin(&["gitops", "--help"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let help = text(&out.stdout);
-    assert!(help.contains("Usage: kubectl gitops <COMMAND>"), "{help}");
+    assert!(help.contains("Usage: kubectl gitops [OPTIONS] <COMMAND>"), "{help}");
     assert!(help.contains("Exit codes:"), "{help}");
 }
 

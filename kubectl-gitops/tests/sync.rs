@@ -2,7 +2,6 @@
 //! real Git repositories fetched over file://.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::git::Repo;
@@ -36,27 +35,15 @@ impl Gitops {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-gitops"))
-            .parent()
-            .expect("the binary lives in a directory");
-        let path = std::env::join_paths(std::iter::once(plugin_dir.to_owned()).chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-        ))
-        .expect("PATH entries join");
         let mut all = vec!["gitops", "-n", &self.namespace];
         all.extend_from_slice(args);
-        let output = Command::new(e2e::tool(
-            "KUBECTL",
-            "kubectl",
-            "scripts/install-kubectl.sh",
-        ))
-        .args(&all)
-        .env("PATH", path)
-        .env("KUBECONFIG", cluster().kubeconfig())
-        .env("KUBECTL_GITOPS_CACHE_DIR", self.cache.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kubectl runs");
+        let output = e2e::kubectl_with_plugin(Path::new(env!("CARGO_BIN_EXE_kubectl-gitops")))
+            .args(&all)
+            .env("KUBECONFIG", cluster().kubeconfig())
+            .env("KUBECTL_GITOPS_CACHE_DIR", self.cache.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("kubectl runs");
         Run {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -38,3 +38,18 @@ pub fn tool(var: &str, name: &str, install_hint: &str) -> PathBuf {
     );
     path
 }
+
+/// The real kubectl with `plugin`'s directory first on PATH, so `kubectl gitops` runs it.
+pub fn kubectl_with_plugin(plugin: &std::path::Path) -> std::process::Command {
+    let plugin_dir = plugin
+        .parent()
+        .expect("the plugin binary lives in a directory");
+    let path = std::env::join_paths(std::iter::once(plugin_dir.to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH entries join");
+    let mut cmd =
+        std::process::Command::new(tool("KUBECTL", "kubectl", "scripts/install-kubectl.sh"));
+    cmd.env("PATH", path);
+    cmd
+}

@@ -74,7 +74,7 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
                     &app,
                     None,
                     failed(&initiator, args.revision.as_deref(), &err),
-                    &[],
+                    None,
                 )
                 .await?;
             }
@@ -121,7 +121,7 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
                     &app,
                     Some(&desired),
                     failed(&initiator, Some(&desired.commit), &err),
-                    &[],
+                    None,
                 )
                 .await?;
             }
@@ -167,14 +167,7 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
         pruned: count(Action::Pruned) as i32,
         message: summary.clone(),
     };
-    record(
-        &apps,
-        &app,
-        Some(&desired),
-        record_entry,
-        &[("health", health.0.as_str())],
-    )
-    .await?;
+    record(&apps, &app, Some(&desired), record_entry, Some(health.0)).await?;
     eprintln!(
         "synced {} at {}: {summary}",
         engine::app_id(&app),
@@ -261,7 +254,7 @@ async fn record(
     app: &App,
     desired: Option<&Desired>,
     entry: SyncRecord,
-    extra: &[(&str, &str)],
+    health: Option<Health>,
 ) -> anyhow::Result<()> {
     let now = now();
     let mut status: AppStatus = app.status.clone().unwrap_or_default();
@@ -280,10 +273,8 @@ async fn record(
         status.set_condition("Synced", false, "SyncFailed", &entry.message, &now);
         status.set_condition("Stalled", true, "SyncFailed", &entry.message, &now);
     }
-    for (key, value) in extra {
-        if *key == "health" {
-            status.health = Some((*value).to_owned());
-        }
+    if let Some(health) = health {
+        status.health = Some(health.as_str().to_owned());
     }
     let ready = succeeded && status.health.as_deref() == Some("Healthy");
     status.set_condition(
