@@ -11,7 +11,7 @@ use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::Value;
 use shared::app::{App, InventoryEntry};
-use shared::manifest::{self, LoadError, LoadErrors, Manifest};
+use shared::manifest::{self, LoadErrors, Manifest};
 use shared::provenance::Provenance;
 
 use crate::mirror;
@@ -150,35 +150,22 @@ pub async fn resolve(
         if !cache.contains_key(&key) {
             let (group, version) = m.group_version();
             let gvk = GroupVersionKind::gvk(group, version, m.kind());
-            let found = match discovery::pinned_kind(client, &gvk).await {
-                Ok((resource, caps)) => Some((resource, caps.scope == Scope::Namespaced)),
-                Err(kube::Error::Api(status)) if status.code == 404 => None,
-                Err(kube::Error::Discovery(_)) => None,
-                Err(e) => return Err(e).context("API discovery failed"),
-            };
+            let found = discover(client, &gvk).await?;
             cache.insert(key.clone(), found.or_else(|| from_crds.get(&key).cloned()));
         }
         let Some((resource, namespaced)) = cache[&key].clone() else {
-            errors.push(LoadError::Unsupported {
-                path: m.source_path.clone(),
-                line: m.line,
-                kind: m.kind().to_owned(),
-                name: m.name().to_owned(),
-                message: "no API of the cluster serves this apiVersion and kind, and no CRD in the app defines it",
-            });
+            errors.push(m.unsupported(
+                "no API of the cluster serves this apiVersion and kind, and no CRD in the app defines it",
+            ));
             continue;
         };
         if namespaced && m.namespace().is_none() {
             m.object["metadata"]["namespace"] = destination.into();
         }
         if !namespaced && m.namespace().is_some() {
-            errors.push(LoadError::Unsupported {
-                path: m.source_path.clone(),
-                line: m.line,
-                kind: m.kind().to_owned(),
-                name: m.name().to_owned(),
-                message: "the kind is cluster-scoped but the manifest names a namespace",
-            });
+            errors.push(
+                m.unsupported("the kind is cluster-scoped but the manifest names a namespace"),
+            );
             continue;
         }
         resolved.push(Resolved {
@@ -193,6 +180,19 @@ pub async fn resolve(
         return Err(LoadErrors(errors).into());
     }
     Ok(resolved)
+}
+
+/// The API serving a kind and whether it is namespaced; `None` when the cluster does not serve it.
+pub async fn discover(
+    client: &Client,
+    gvk: &GroupVersionKind,
+) -> anyhow::Result<Option<(ApiResource, bool)>> {
+    match discovery::pinned_kind(client, gvk).await {
+        Ok((resource, caps)) => Ok(Some((resource, caps.scope == Scope::Namespaced))),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("API discovery of {} failed", gvk.kind)),
+    }
 }
 
 /// What happened to one object.
@@ -369,15 +369,12 @@ pub async fn prune(
             continue;
         }
         let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
-        let (resource, caps) = match discovery::pinned_kind(client, &gvk).await {
-            Ok(found) => found,
-            // The API is gone (its CRD was pruned): so are its objects.
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(kube::Error::Discovery(_)) => continue,
-            Err(e) => return Err(e).context("API discovery failed"),
+        // An API that is gone (its CRD was pruned) took its objects with it.
+        let Some((resource, namespaced)) = discover(client, &gvk).await? else {
+            continue;
         };
-        let api: Api<DynamicObject> = match (&entry.namespace, caps.scope) {
-            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
+        let api: Api<DynamicObject> = match &entry.namespace {
+            Some(ns) if namespaced => Api::namespaced_with(client.clone(), ns, &resource),
             _ => Api::all_with(client.clone(), &resource),
         };
         let Some(live) = api

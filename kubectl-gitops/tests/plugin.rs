@@ -32,7 +32,10 @@ fn kubectl_gitops_help_reads_as_typed() {
     let out = kubectl_with_plugin(&["gitops", "--help"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let help = text(&out.stdout);
-    assert!(help.contains("Usage: kubectl gitops [OPTIONS] <COMMAND>"), "{help}");
+    assert!(
+        help.contains("Usage: kubectl gitops [OPTIONS] <COMMAND>"),
+        "{help}"
+    );
     assert!(help.contains("Exit codes:"), "{help}");
 }
 

@@ -71,6 +71,17 @@ impl Manifest {
         }
     }
 
+    /// An error about this object that the loader or the cluster's APIs found.
+    pub fn unsupported(&self, message: &'static str) -> LoadError {
+        LoadError::Unsupported {
+            path: self.source_path.clone(),
+            line: self.line,
+            kind: self.kind().to_owned(),
+            name: self.name().to_owned(),
+            message,
+        }
+    }
+
     /// `file:line`, the way errors point at the object.
     pub fn location(&self) -> String {
         format!("{}:{}", self.source_path, self.line)
@@ -263,13 +274,7 @@ fn push_checked(
         return;
     }
     if manifest.kind() == "List" || manifest.object.get("items").is_some_and(Value::is_array) {
-        errors.push(LoadError::Unsupported {
-            path: path.to_owned(),
-            line,
-            kind: manifest.kind().to_owned(),
-            name: manifest.name().to_owned(),
-            message: "lists cannot be synced: write one object per document",
-        });
+        errors.push(manifest.unsupported("lists cannot be synced: write one object per document"));
         return;
     }
     manifests.push(manifest);
