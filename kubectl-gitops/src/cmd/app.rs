@@ -57,9 +57,6 @@ pub struct AddArgs {
     /// Only warn about writes that Git does not explain, instead of refusing them.
     #[arg(long)]
     pub warn_only: bool,
-    /// Secret with `username` and `password` for an HTTP(S) repository.
-    #[arg(long, value_name = "SECRET")]
-    pub credentials_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -93,7 +90,6 @@ pub async fn run(
                     } else {
                         Enforcement::Enforce
                     },
-                    credentials_secret: args.credentials_secret,
                 },
             );
             let mut app = app;
