@@ -34,6 +34,8 @@ pub enum Command {
     App(cmd::app::AppCommand),
     /// Apply what the protected branch declares, stamped with the commit it came from.
     Sync(cmd::sync::SyncArgs),
+    /// Show what a sync would change, as a unified diff (exit 0 same, 1 different, 2 error).
+    Diff(cmd::diff::DiffArgs),
     /// Show, per app, the synced commit against the branch head, drift, health and last result.
     Status(cmd::status::StatusArgs),
     /// Show the recorded syncs of an app.
@@ -81,6 +83,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         }
         Command::Verify(args) => cmd::verify::run(args, out),
         Command::App(command) => cmd::app::run(command, &cli.kube.connect().await?, out).await,
+        Command::Diff(args) => Ok(cmd::diff::run(args, &cli.kube, out).await),
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
         Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,
         Command::History(args) => cmd::history::run(args, &cli.kube.connect().await?, out).await,

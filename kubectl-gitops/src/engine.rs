@@ -266,16 +266,8 @@ pub async fn apply(
     Ok(results)
 }
 
-async fn apply_one(
-    client: &Client,
-    r: &Resolved,
-    app: &str,
-    commit: &str,
-    dry_run: bool,
-) -> anyhow::Result<ObjectResult> {
-    let entry = r.entry();
-    let api = r.api(client);
-    let name = r.manifest.name();
+/// The manifest with the provenance annotations a sync writes.
+fn stamped(r: &Resolved, app: &str, commit: &str) -> Value {
     let mut object = r.manifest.object.clone();
     Provenance {
         commit: commit.to_owned(),
@@ -283,43 +275,110 @@ async fn apply_one(
         source_path: r.manifest.source_path.clone(),
     }
     .stamp(&mut object);
-    // A CRD-defined kind whose CRD is created in this same dry run cannot be checked yet.
+    object
+}
+
+/// Reads the live object and applies the stamped manifest (or asks the server what applying it
+/// would give, on a dry run). Returns (before, after). On a dry run, an object whose kind or
+/// namespace is only created by this same sync cannot be checked by the server: `after` is then
+/// the stamped manifest itself.
+async fn read_and_apply(
+    client: &Client,
+    r: &Resolved,
+    app: &str,
+    commit: &str,
+    dry_run: bool,
+) -> anyhow::Result<(Option<Value>, Value)> {
+    let entry = r.entry();
+    let api = r.api(client);
+    let name = r.manifest.name();
+    let object = stamped(r, app, commit);
+    let context = |what: &str| {
+        format!(
+            "{} ({}): {what}",
+            entry.display_name(),
+            r.manifest.location()
+        )
+    };
     let before = match api.get_opt(name).await {
-        Ok(before) => before,
+        Ok(before) => before.map(|o| serde_json::to_value(o).unwrap_or_default()),
         Err(kube::Error::Api(status)) if dry_run && status.code == 404 => {
-            return Ok(ObjectResult {
-                entry,
-                action: Action::Created,
-            });
+            return Ok((None, object));
         }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "{} ({}): cannot read it",
-                    entry.display_name(),
-                    r.manifest.location()
-                )
-            });
-        }
+        Err(e) => return Err(e).with_context(|| context("cannot read it")),
     };
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
-    let after = api
-        .patch(name, &params, &Patch::Apply(&object))
-        .await
-        .with_context(|| {
-            format!(
-                "{} ({}): the apiserver refused it",
-                entry.display_name(),
-                r.manifest.location()
-            )
-        })?;
+    match api.patch(name, &params, &Patch::Apply(&object)).await {
+        Ok(after) => Ok((before, serde_json::to_value(after).unwrap_or_default())),
+        Err(kube::Error::Api(status)) if dry_run && before.is_none() && status.code == 404 => {
+            Ok((None, object))
+        }
+        Err(e) => Err(e).with_context(|| context("the apiserver refused it")),
+    }
+}
+
+async fn apply_one(
+    client: &Client,
+    r: &Resolved,
+    app: &str,
+    commit: &str,
+    dry_run: bool,
+) -> anyhow::Result<ObjectResult> {
+    let (before, after) = read_and_apply(client, r, app, commit, dry_run).await?;
+    let version = |v: &Value| v["metadata"]["resourceVersion"].clone();
     let action = match before {
         None => Action::Created,
-        Some(before) if before.resource_version() == after.resource_version() => Action::Unchanged,
+        Some(before) if version(&before) == version(&after) => Action::Unchanged,
         Some(_) => Action::Configured,
     };
-    Ok(ObjectResult { entry, action })
+    Ok(ObjectResult {
+        entry: r.entry(),
+        action,
+    })
+}
+
+/// A desired or pruned object as it is and as a sync would leave it (`None`: absent).
+#[derive(Debug)]
+pub struct Comparison {
+    pub entry: InventoryEntry,
+    pub live: Option<Value>,
+    pub synced: Option<Value>,
+}
+
+/// What a sync would do to every object, asked of the server with dry runs; changes nothing.
+pub async fn compare(
+    client: &Client,
+    app: &App,
+    desired: &Desired,
+) -> anyhow::Result<Vec<Comparison>> {
+    let id = app_id(app);
+    let mut comparisons: Vec<Comparison> = futures::stream::iter(desired.objects.iter())
+        .map(|r| {
+            let id = id.clone();
+            async move {
+                let (live, synced) = read_and_apply(client, r, &id, &desired.commit, true).await?;
+                Ok::<_, anyhow::Error>(Comparison {
+                    entry: r.entry(),
+                    live,
+                    synced: Some(synced),
+                })
+            }
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    if app.spec.prune {
+        for (entry, _, live) in prune_candidates(client, app, desired).await? {
+            comparisons.push(Comparison {
+                entry,
+                live: Some(live),
+                synced: None,
+            });
+        }
+    }
+    comparisons.sort_by(|a, b| a.entry.cmp(&b.entry));
+    Ok(comparisons)
 }
 
 async fn wait_established(client: &Client, crds: &[String]) -> anyhow::Result<()> {
@@ -336,14 +395,14 @@ async fn wait_established(client: &Client, crds: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-/// Deletes objects of the previous inventory that are not in the desired state and still carry
-/// this app's provenance (an object another app or a person took over is left alone).
-pub async fn prune(
+/// Objects of the previous inventory that are not in the desired state and still carry this
+/// app's provenance (an object another app or a person took over is left alone), with their API
+/// and live state.
+pub async fn prune_candidates(
     client: &Client,
     app: &App,
     desired: &Desired,
-    dry_run: bool,
-) -> anyhow::Result<Vec<ObjectResult>> {
+) -> anyhow::Result<Vec<(InventoryEntry, Api<DynamicObject>, Value)>> {
     let id = app_id(app);
     let keep: BTreeSet<(String, String, Option<String>, String)> = desired
         .objects
@@ -358,7 +417,7 @@ pub async fn prune(
         .as_ref()
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
-    let mut results = Vec::new();
+    let mut candidates = Vec::new();
     for entry in previous {
         if keep.contains(&(
             entry.group.clone(),
@@ -384,10 +443,23 @@ pub async fn prune(
         else {
             continue;
         };
-        let live_value = serde_json::to_value(&live).context("a live object serialises")?;
-        if Provenance::read(&live_value).is_none_or(|p| p.app != id) {
-            continue;
+        let live = serde_json::to_value(&live).context("a live object serialises")?;
+        if Provenance::read(&live).is_some_and(|p| p.app == id) {
+            candidates.push((entry, api, live));
         }
+    }
+    Ok(candidates)
+}
+
+/// Deletes the prune candidates.
+pub async fn prune(
+    client: &Client,
+    app: &App,
+    desired: &Desired,
+    dry_run: bool,
+) -> anyhow::Result<Vec<ObjectResult>> {
+    let mut results = Vec::new();
+    for (entry, api, _) in prune_candidates(client, app, desired).await? {
         let params = DeleteParams {
             dry_run,
             propagation_policy: Some(PropagationPolicy::Background),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod color;
 mod engine;
 mod exit;
 mod health;
@@ -46,10 +47,7 @@ fn main() -> ExitCode {
             exit::Code::Success.into()
         }
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            exit::report(&err);
             exit::Code::Failure.into()
         }
     }

@@ -459,3 +459,85 @@ fn sync_follows_a_branch_served_over_smart_http() {
     let cm = kubectl.json(&["get", "configmap", "over-http", "-n", &ns.name]);
     assert_eq!(annotations(&cm).0, second);
 }
+
+#[test]
+fn diff_shows_what_a_sync_would_change_and_exits_like_diff() {
+    let ns = TestNamespace::new("diff");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &format!("{}---\n{}", config_map("greeting", "hello"), config_map("leaving", "x")))
+        .write("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\nstringData:\n  token: s3cr3t-value\n")
+        .write("deploy.yaml", &deployment("web", "registry.local/web:1"));
+    repo.commit("first");
+    gitops.ok(&["app", "add", "web", "--repo", &repo.url(), "--prune"]);
+
+    let before_sync = gitops.run(&["diff", "web"]);
+    assert_eq!(before_sync.code, Some(1), "{before_sync:?}");
+    assert!(
+        before_sync.stdout.contains("--- /dev/null"),
+        "{}",
+        before_sync.stdout
+    );
+    assert!(
+        !before_sync.stdout.contains("s3cr3t-value"),
+        "Secret values are redacted: {}",
+        before_sync.stdout
+    );
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "greeting", "-n", &ns.name])
+            .success,
+        "diff changes nothing"
+    );
+
+    gitops.ok(&["sync", "web", "--wait", "--timeout", "120s"]);
+    let same = gitops.run(&["diff", "web"]);
+    assert_eq!(
+        same.code,
+        Some(0),
+        "defaults and controller fields are not differences: {}",
+        same.stdout
+    );
+    assert!(same.stdout.is_empty(), "{}", same.stdout);
+
+    // A merged change and a removed object.
+    repo.write("cm.yaml", &config_map("greeting", "hi"));
+    repo.commit("second");
+    let changed = gitops.run(&["diff", "web"]);
+    assert_eq!(changed.code, Some(1));
+    assert!(
+        changed.stdout.contains("-  value: hello") && changed.stdout.contains("+  value: hi"),
+        "{}",
+        changed.stdout
+    );
+    assert!(
+        changed.stdout.contains("+++ /dev/null"),
+        "the pruned object shows as removed: {}",
+        changed.stdout
+    );
+    assert!(
+        !changed.stdout.contains("\x1b["),
+        "no colour off a terminal"
+    );
+    assert_eq!(
+        kubectl.json(&["get", "configmap", "greeting", "-n", &ns.name])["data"]["value"],
+        "hello",
+        "diff changed nothing"
+    );
+
+    // Drift made by hand shows against the synced commit too.
+    gitops.ok(&["sync", "web"]);
+    kubectl.ok(&["scale", "deployment", "web", "-n", &ns.name, "--replicas=5"]);
+    let drift = gitops.run(&["diff", "web"]);
+    assert_eq!(drift.code, Some(1));
+    assert!(
+        drift.stdout.contains("-  replicas: 5") && drift.stdout.contains("+  replicas: 2"),
+        "{}",
+        drift.stdout
+    );
+
+    let trouble = gitops.run(&["diff", "no-such-app"]);
+    assert_eq!(trouble.code, Some(2), "{trouble:?}");
+    assert!(trouble.stderr.contains("no-such-app"), "{}", trouble.stderr);
+}

@@ -7,4 +7,5 @@
 pub mod app;
 pub mod git;
 pub mod manifest;
+pub mod normalise;
 pub mod provenance;

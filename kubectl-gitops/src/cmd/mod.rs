@@ -1,6 +1,7 @@
 //! One module per verb; each takes its validated options and writes data to `out`.
 
 pub mod app;
+pub mod diff;
 pub mod history;
 pub mod status;
 pub mod sync;
