@@ -10,6 +10,7 @@ mod health;
 mod kube_context;
 mod mirror;
 mod output;
+mod reconcile;
 
 use std::io::Write;
 use std::process::ExitCode;

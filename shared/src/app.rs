@@ -88,6 +88,9 @@ pub struct AppStatus {
     /// Ready, Synced and Stalled, in the style of kstatus.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The last `sync-requested` annotation value the agent answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request: Option<String>,
     /// The most recent syncs, newest first, at most [`HISTORY_LIMIT`].
     #[serde(default)]
     pub history: Vec<SyncRecord>,
