@@ -42,6 +42,8 @@ pub enum Command {
     History(cmd::history::HistoryArgs),
     /// Check that manifests load and validate, in a working tree or at a commit.
     Verify(cmd::verify::VerifyArgs),
+    /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
+    Agent(cmd::agent::AgentArgs),
     /// Print the App CustomResourceDefinition.
     #[command(after_help = "Examples:\n  kubectl gitops crd | kubectl apply -f -")]
     Crd,
@@ -83,6 +85,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         }
         Command::Verify(args) => cmd::verify::run(args, out),
         Command::App(command) => cmd::app::run(command, &cli.kube.connect().await?, out).await,
+        Command::Agent(args) => cmd::agent::run(args, &cli.kube).await,
         Command::Diff(args) => Ok(cmd::diff::run(args, &cli.kube, out).await),
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
         Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,

@@ -1,93 +1,14 @@
 //! `kubectl gitops` app, sync, status, history and verify against the real local control plane and
 //! real Git repositories fetched over file://.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
+use common::{Gitops, annotations, app_status, config_map, deployment};
 use e2e::git::Repo;
 use e2e::{TestNamespace, cluster, wait};
 use serde_json::Value;
-
-const COMMIT: &str = "gitops.kubectl-gitops.dev/commit";
-const APP: &str = "gitops.kubectl-gitops.dev/app";
-const SOURCE: &str = "gitops.kubectl-gitops.dev/source-path";
-
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `kubectl gitops ARGS` through the real kubectl, with its own Git cache.
-struct Gitops {
-    cache: tempfile::TempDir,
-    namespace: String,
-}
-
-impl Gitops {
-    fn new(namespace: &str) -> Self {
-        e2e::cluster::install_crds();
-        Gitops {
-            cache: tempfile::tempdir().expect("a cache directory"),
-            namespace: namespace.to_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut all = vec!["gitops", "-n", &self.namespace];
-        all.extend_from_slice(args);
-        let output = e2e::kubectl_with_plugin(Path::new(env!("CARGO_BIN_EXE_kubectl-gitops")))
-            .args(&all)
-            .env("KUBECONFIG", cluster().kubeconfig())
-            .env("KUBECTL_GITOPS_CACHE_DIR", self.cache.path())
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("kubectl runs");
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let run = self.run(args);
-        assert_eq!(
-            run.code,
-            Some(0),
-            "kubectl gitops {} failed:\n{}",
-            args.join(" "),
-            run.stderr
-        );
-        run.stdout
-    }
-}
-
-fn config_map(name: &str, value: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
-    )
-}
-
-fn deployment(name: &str, image: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: main\n        image: {image}\n"
-    )
-}
-
-fn annotations(object: &Value) -> (String, String, String) {
-    let a = &object["metadata"]["annotations"];
-    let get = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-    (get(COMMIT), get(APP), get(SOURCE))
-}
-
-fn app_status(ns: &str, name: &str) -> Value {
-    cluster()
-        .kubectl()
-        .json(&["get", "apps.gitops.kubectl-gitops.dev", name, "-n", ns])["status"]
-        .clone()
-}
 
 #[test]
 fn sync_applies_the_branch_with_provenance_then_follows_new_commits_and_prunes() {

@@ -1,4 +1,5 @@
 //! End-to-end suites against the real local control plane.
 
+mod manifests;
 mod smoke;
 mod webhook;

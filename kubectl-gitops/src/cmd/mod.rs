@@ -1,5 +1,6 @@
 //! One module per verb; each takes its validated options and writes data to `out`.
 
+pub mod agent;
 pub mod app;
 pub mod diff;
 pub mod history;

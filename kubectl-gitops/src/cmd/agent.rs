@@ -1,0 +1,355 @@
+//! `kubectl gitops agent`: reconciles every app on its interval and on request. Replicas elect a
+//! leader with a Lease, so only one syncs at a time; errors (apiserver or Git remote away) are
+//! logged and retried, never fatal.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt as _};
+use shared::app::App;
+use tokio::sync::watch;
+
+use crate::cmd::sync::parse_duration;
+use crate::engine;
+use crate::exit::Code;
+use crate::kube_context::KubeArgs;
+use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    kubectl gitops agent\n  \
+    kubectl gitops agent --watch-namespace shop --identity agent-0")]
+pub struct AgentArgs {
+    /// Reconcile the apps of this namespace only (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else -n or the context's).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kubectl-gitops-agent")]
+    pub lease_name: String,
+    /// This replica's identity (default: $POD_NAME, else host name and process id).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// How long a leader's Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often apps are checked for a due sync or a request.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub poll: Duration,
+}
+
+fn log(message: &str) {
+    eprintln!("{} agent: {message}", reconcile::now());
+}
+
+pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
+    let ctx = kube.connect().await?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| ctx.namespace.clone());
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &lease_namespace);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let election = tokio::spawn(elect(
+        leases.clone(),
+        args.lease_name.clone(),
+        identity.clone(),
+        args.lease_duration,
+        leader_tx,
+    ));
+    log(&format!(
+        "started as {identity}; lease {lease_namespace}/{}; apps in {}",
+        args.lease_name,
+        args.watch_namespace.as_deref().unwrap_or("every namespace")
+    ));
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = tokio::time::sleep(args.poll) => {
+                if *leader_rx.borrow() {
+                    reconcile_due(&ctx.client, args.watch_namespace.as_deref(), &identity, &leader_rx).await;
+                }
+            }
+        }
+    }
+    election.abort();
+    if *leader_rx.borrow() {
+        release(&leases, &args.lease_name, &identity).await;
+    }
+    log("stopped");
+    Ok(Code::Success)
+}
+
+/// Syncs every app that is due, while this replica still leads.
+async fn reconcile_due(
+    client: &Client,
+    namespace: Option<&str>,
+    identity: &str,
+    leading: &watch::Receiver<bool>,
+) {
+    let apps: Api<App> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = match apps.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(err) => return log(&format!("cannot list apps (will retry): {err}")),
+    };
+    let now = jiff::Timestamp::now();
+    for app in list.items {
+        if !*leading.borrow() {
+            return;
+        }
+        let Some(reason) = due(&app, now) else {
+            continue;
+        };
+        let request = SyncRequest {
+            revision: None,
+            dry_run: false,
+            initiator: format!("agent/{identity}"),
+            handled_request: requested(&app).map(str::to_owned),
+        };
+        match reconcile::sync_app(client, &app, &request, |_, _| {}).await {
+            Ok(report) => log(&format!(
+                "synced {} ({reason}) at {}: {}",
+                engine::app_id(&app),
+                crate::output::short(&report.desired.commit),
+                report.summary
+            )),
+            Err(err) => log(&format!(
+                "sync of {} ({reason}) failed (will retry): {err:#}",
+                engine::app_id(&app)
+            )),
+        }
+    }
+}
+
+fn requested(app: &App) -> Option<&str> {
+    app.annotations()
+        .get(SYNC_REQUEST_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Why an app should be synced now, if it should.
+pub fn due(app: &App, now: jiff::Timestamp) -> Option<&'static str> {
+    let status = app.status.clone().unwrap_or_default();
+    if let Some(request) = requested(app)
+        && status.last_handled_request.as_deref() != Some(request)
+    {
+        return Some("requested");
+    }
+    let Some(last) = status.history.first() else {
+        return Some("never synced");
+    };
+    let Ok(at) = last.time.parse::<jiff::Timestamp>() else {
+        return Some("unreadable history");
+    };
+    let interval = jiff::SignedDuration::from_secs(i64::from(app.spec.interval_seconds.max(1)));
+    (now.duration_since(at) >= interval).then_some("interval")
+}
+
+/// Whether `me` may take or keep the Lease: nobody holds it, `me` does, or it expired.
+pub fn may_hold(spec: &LeaseSpec, me: &str, now: jiff::Timestamp) -> bool {
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder.is_empty() || holder == me {
+        return true;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    match &spec.renew_time {
+        Some(MicroTime(renewed)) => {
+            now.duration_since(*renewed) > jiff::SignedDuration::from_secs(duration)
+        }
+        None => true,
+    }
+}
+
+/// Takes and renews the Lease every third of its duration, publishing whether this replica leads.
+/// Writes carry the resourceVersion read, so two replicas can never both win.
+async fn elect(
+    leases: Api<Lease>,
+    name: String,
+    me: String,
+    duration: Duration,
+    leading: watch::Sender<bool>,
+) {
+    let seconds = i32::try_from(duration.as_secs().max(1)).unwrap_or(15);
+    let mut previous = None;
+    loop {
+        let now = jiff::Timestamp::now();
+        let outcome = async {
+            let spec = LeaseSpec {
+                holder_identity: Some(me.clone()),
+                lease_duration_seconds: Some(seconds),
+                renew_time: Some(MicroTime(now)),
+                ..LeaseSpec::default()
+            };
+            match leases.get_opt(&name).await? {
+                None => {
+                    let mut lease = Lease::default();
+                    lease.metadata.name = Some(name.clone());
+                    lease.spec = Some(LeaseSpec {
+                        acquire_time: Some(MicroTime(now)),
+                        ..spec
+                    });
+                    leases.create(&PostParams::default(), &lease).await?;
+                    Ok::<_, kube::Error>(true)
+                }
+                Some(mut lease) => {
+                    let current = lease.spec.clone().unwrap_or_default();
+                    if !may_hold(&current, &me, now) {
+                        return Ok(false);
+                    }
+                    let acquire_time = if current.holder_identity.as_deref() == Some(&me) {
+                        current.acquire_time.clone()
+                    } else {
+                        Some(MicroTime(now))
+                    };
+                    lease.spec = Some(LeaseSpec {
+                        acquire_time,
+                        ..spec
+                    });
+                    leases
+                        .replace(&name, &PostParams::default(), &lease)
+                        .await?;
+                    Ok(true)
+                }
+            }
+        }
+        .await;
+        let leads = match outcome {
+            Ok(leads) => leads,
+            Err(err) => {
+                log(&format!("leader election: {err}"));
+                false
+            }
+        };
+        if previous != Some(leads) {
+            log(if leads {
+                "leading: reconciling apps"
+            } else {
+                "standing by: another replica leads"
+            });
+            previous = Some(leads);
+        }
+        leading.send_if_modified(|current| std::mem::replace(current, leads) != leads);
+        tokio::time::sleep(duration / 3).await;
+    }
+}
+
+/// Hands the Lease back on shutdown so another replica takes over at once.
+async fn release(leases: &Api<Lease>, name: &str, me: &str) {
+    if let Ok(Some(mut lease)) = leases.get_opt(name).await
+        && lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(me)
+    {
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        let _ = leases.replace(name, &PostParams::default(), &lease).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::app::{AppSpec, AppStatus, SyncRecord};
+
+    fn app(
+        interval: i32,
+        last_sync: Option<&str>,
+        request: Option<&str>,
+        handled: Option<&str>,
+    ) -> App {
+        let spec: AppSpec = serde_json::from_value(
+            serde_json::json!({"repoURL": "file:///r", "intervalSeconds": interval}),
+        )
+        .expect("a valid spec");
+        let mut app = App::new("web", spec);
+        if let Some(r) = request {
+            app.annotations_mut()
+                .insert(SYNC_REQUEST_ANNOTATION.into(), r.into());
+        }
+        let mut status = AppStatus {
+            last_handled_request: handled.map(str::to_owned),
+            ..AppStatus::default()
+        };
+        if let Some(time) = last_sync {
+            status.record(SyncRecord {
+                commit: "c".into(),
+                time: time.into(),
+                initiator: "t".into(),
+                result: "Succeeded".into(),
+                applied: 1,
+                pruned: 0,
+                message: String::new(),
+            });
+        }
+        app.status = Some(status);
+        app
+    }
+
+    #[test]
+    fn an_app_is_due_when_never_synced_requested_or_its_interval_passed() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
+        assert_eq!(due(&app(60, None, None, None), now), Some("never synced"));
+        assert_eq!(
+            due(&app(60, Some("2026-01-01T00:09:30Z"), None, None), now),
+            None
+        );
+        assert_eq!(
+            due(&app(60, Some("2026-01-01T00:09:00Z"), None, None), now),
+            Some("interval")
+        );
+        assert_eq!(
+            due(
+                &app(600, Some("2026-01-01T00:09:30Z"), Some("r1"), None),
+                now
+            ),
+            Some("requested")
+        );
+        assert_eq!(
+            due(
+                &app(600, Some("2026-01-01T00:09:30Z"), Some("r1"), Some("r1")),
+                now
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_lease_is_taken_only_when_free_own_or_expired() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:30Z".parse().expect("time");
+        let held = |holder: &str, renewed: &str| LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(renewed.parse().expect("time"))),
+            ..LeaseSpec::default()
+        };
+        assert!(may_hold(&LeaseSpec::default(), "a", now));
+        assert!(may_hold(&held("a", "2026-01-01T00:00:29Z"), "a", now));
+        assert!(!may_hold(&held("b", "2026-01-01T00:00:29Z"), "a", now));
+        assert!(may_hold(&held("b", "2026-01-01T00:00:10Z"), "a", now));
+    }
+}
