@@ -15,6 +15,20 @@ pub enum Format {
 
 /// Writes rows under headers, columns padded to their widest cell, as kubectl does.
 pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    write_table(out, headers, rows, true)
+}
+
+/// Writes rows padded as under `headers`, without the header line (for --watch updates).
+pub fn rows(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    write_table(out, headers, rows, false)
+}
+
+fn write_table(
+    out: &mut dyn Write,
+    headers: &[&str],
+    rows: &[Vec<String>],
+    header: bool,
+) -> io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -32,7 +46,9 @@ pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io:
         }
         text.trim_end().to_owned()
     };
-    writeln!(out, "{}", line(headers.to_vec()))?;
+    if header {
+        writeln!(out, "{}", line(headers.to_vec()))?;
+    }
     for row in rows {
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }

@@ -462,3 +462,63 @@ fn diff_shows_what_a_sync_would_change_and_exits_like_diff() {
     assert_eq!(trouble.code, Some(2), "{trouble:?}");
     assert!(trouble.stderr.contains("no-such-app"), "{}", trouble.stderr);
 }
+
+#[test]
+fn status_watch_prints_an_app_again_only_when_it_changes() {
+    let ns = TestNamespace::new("watch");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("watched", "1"));
+    repo.commit("first");
+    gitops.ok(&["app", "add", "web", "--repo", &repo.url()]);
+    gitops.ok(&["sync", "web"]);
+
+    let out_file = tempfile::NamedTempFile::new().expect("an output file");
+    let mut watch = e2e::kubectl_with_plugin(common::plugin())
+        .args(["gitops", "-n", &ns.name, "status", "web", "--watch"])
+        .env("KUBECONFIG", cluster().kubeconfig())
+        .env("KUBECTL_GITOPS_CACHE_DIR", gitops.cache.path())
+        .stdout(out_file.reopen().expect("reopen"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("status --watch starts");
+    let printed = || std::fs::read_to_string(out_file.path()).unwrap_or_default();
+    wait::until("the first table", Duration::from_secs(30), || {
+        let text = printed();
+        text.contains("Synced").then_some(()).ok_or(text)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        printed().lines().count(),
+        2,
+        "nothing changed, nothing printed: {}",
+        printed()
+    );
+
+    repo.write("cm.yaml", &config_map("watched", "2"));
+    repo.commit("second");
+    wait::until("the change to the branch", Duration::from_secs(30), || {
+        let text = printed();
+        text.lines()
+            .nth(2)
+            .is_some_and(|l| l.contains("OutOfSync"))
+            .then_some(())
+            .ok_or(text)
+    });
+    gitops.ok(&["sync", "web"]);
+    wait::until("the app synced again", Duration::from_secs(30), || {
+        let text = printed();
+        text.lines()
+            .nth(3)
+            .is_some_and(|l| l.contains(" Synced"))
+            .then_some(())
+            .ok_or(text)
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        !printed().lines().skip(1).any(|l| l.starts_with("NAME")),
+        "one header: {}",
+        printed()
+    );
+}

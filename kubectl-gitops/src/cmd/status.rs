@@ -1,6 +1,7 @@
 //! `kubectl gitops status`: branch head against synced commit, objects missing or changed since the
 //! sync, health and the last result.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context as _;
@@ -30,6 +31,9 @@ pub struct StatusArgs {
     pub all_namespaces: bool,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Format,
+    /// Keep watching; print an app again whenever its status changes (Ctrl-C stops).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// What `status` reports for one app.
@@ -56,6 +60,70 @@ pub struct AppView {
 }
 
 pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyhow::Result<Code> {
+    let views = collect(&args, ctx).await?;
+    match args.output {
+        Format::Table | Format::Wide => {
+            let (headers, rows) = table(&views, &args);
+            output::table(out, &headers, &rows)?;
+        }
+        format if args.name.is_some() => output::structured(out, format, &views[0])?,
+        format => output::structured(out, format, &views)?,
+    }
+    if !args.watch {
+        return Ok(Code::Success);
+    }
+    // Watching: print an app again only when something about it changed, as `kubectl get -w`.
+    let mut last: BTreeMap<(String, String), String> =
+        views.iter().map(|v| (key(v), render(v, &args))).collect();
+    out.flush()?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(Code::Success),
+            _ = tokio::time::sleep(WATCH_PERIOD) => {}
+        }
+        let views = match collect(&args, ctx).await {
+            Ok(views) => views,
+            Err(err) => {
+                eprintln!("warning: {err:#} (will retry)");
+                continue;
+            }
+        };
+        for view in &views {
+            let text = render(view, &args);
+            if last.get(&key(view)) == Some(&text) {
+                continue;
+            }
+            match args.output {
+                Format::Table | Format::Wide => {
+                    let (headers, rows) = table(std::slice::from_ref(view), &args);
+                    output::rows(out, &headers, &rows)?;
+                }
+                _ => writeln!(out, "{text}")?,
+            }
+            out.flush()?;
+            last.insert(key(view), text);
+        }
+    }
+}
+
+const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn key(view: &AppView) -> (String, String) {
+    (view.namespace.clone(), view.name.clone())
+}
+
+/// What is compared between two polls of --watch: the row, or the compact JSON.
+fn render(view: &AppView, args: &StatusArgs) -> String {
+    match args.output {
+        Format::Table | Format::Wide => table(std::slice::from_ref(view), args)
+            .1
+            .concat()
+            .join("\t"),
+        _ => serde_json::to_string(view).unwrap_or_default(),
+    }
+}
+
+async fn collect(args: &StatusArgs, ctx: &KubeContext) -> anyhow::Result<Vec<AppView>> {
     let apps: Vec<App> = match (&args.name, args.all_namespaces) {
         (Some(name), _) => vec![
             Api::<App>::namespaced(ctx.client.clone(), &ctx.namespace)
@@ -86,65 +154,62 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
         }
         views.push(view);
     }
-    match args.output {
-        Format::Table | Format::Wide => {
-            let wide = args.output == Format::Wide;
-            let rows: Vec<Vec<String>> = views
-                .iter()
-                .map(|v| {
-                    let mut row = vec![];
-                    if args.all_namespaces {
-                        row.push(v.namespace.clone());
-                    }
-                    row.extend([
-                        v.name.clone(),
-                        v.sync.clone(),
-                        v.health.clone(),
-                        v.synced_commit
-                            .as_deref()
-                            .map(short)
-                            .unwrap_or("-")
-                            .to_owned(),
-                        v.branch_head
-                            .as_deref()
-                            .map(short)
-                            .unwrap_or("-")
-                            .to_owned(),
-                        v.objects.to_string(),
-                        v.missing.len().to_string(),
-                        v.drifted.len().to_string(),
-                        v.last_result.clone().unwrap_or_else(|| "-".into()),
-                    ]);
-                    if wide {
-                        row.push(format!("{}@{}", v.repo_url, v.branch));
-                        row.push(
-                            v.missing
-                                .iter()
-                                .chain(&v.drifted)
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        );
-                    }
-                    row
-                })
-                .collect();
-            let mut headers = vec![];
+    Ok(views)
+}
+
+fn table(views: &[AppView], args: &StatusArgs) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let wide = args.output == Format::Wide;
+    let rows = views
+        .iter()
+        .map(|v| {
+            let mut row = vec![];
             if args.all_namespaces {
-                headers.push("NAMESPACE");
+                row.push(v.namespace.clone());
             }
-            headers.extend([
-                "NAME", "SYNC", "HEALTH", "SYNCED", "HEAD", "OBJECTS", "MISSING", "DRIFTED", "LAST",
+            row.extend([
+                v.name.clone(),
+                v.sync.clone(),
+                v.health.clone(),
+                v.synced_commit
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("-")
+                    .to_owned(),
+                v.branch_head
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("-")
+                    .to_owned(),
+                v.objects.to_string(),
+                v.missing.len().to_string(),
+                v.drifted.len().to_string(),
+                v.last_result.clone().unwrap_or_else(|| "-".into()),
             ]);
             if wide {
-                headers.extend(["SOURCE", "OUT-OF-SYNC OBJECTS"]);
+                row.push(format!("{}@{}", v.repo_url, v.branch));
+                row.push(
+                    v.missing
+                        .iter()
+                        .chain(&v.drifted)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
             }
-            output::table(out, &headers, &rows)?;
-        }
-        format if args.name.is_some() => output::structured(out, format, &views[0])?,
-        format => output::structured(out, format, &views)?,
+            row
+        })
+        .collect();
+    let mut headers = vec![];
+    if args.all_namespaces {
+        headers.push("NAMESPACE");
     }
-    Ok(Code::Success)
+    headers.extend([
+        "NAME", "SYNC", "HEALTH", "SYNCED", "HEAD", "OBJECTS", "MISSING", "DRIFTED", "LAST",
+    ]);
+    if wide {
+        headers.extend(["SOURCE", "OUT-OF-SYNC OBJECTS"]);
+    }
+    (headers, rows)
 }
 
 async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
