@@ -70,12 +70,15 @@ pub async fn desired(
     revision: Option<&str>,
 ) -> anyhow::Result<Desired> {
     let spec = &app.spec;
-    let mirror = mirror::fetched(&spec.repo_url).await.with_context(|| {
-        format!(
-            "app {}: the repository could not be fetched; nothing was changed",
-            app_id(app)
-        )
-    })?;
+    let credentials = mirror::credentials(client, app).await?;
+    let mirror = mirror::fetched(&spec.repo_url, credentials)
+        .await
+        .with_context(|| {
+            format!(
+                "app {}: the repository could not be fetched; nothing was changed",
+                app_id(app)
+            )
+        })?;
     let branch = spec.branch.clone();
     let revision = revision.map(str::to_owned);
     let path = spec.path.clone();

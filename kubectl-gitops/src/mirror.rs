@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use shared::git::Mirror;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt as _};
+use shared::app::App;
+use shared::git::{Credentials, Mirror};
 
 /// `$KUBECTL_GITOPS_CACHE_DIR`, else `$XDG_CACHE_HOME/kubectl-gitops`, else `~/.cache/kubectl-gitops`.
 pub fn cache_dir() -> PathBuf {
@@ -18,12 +21,51 @@ pub fn cache_dir() -> PathBuf {
     base.join("kubectl-gitops").join("repos")
 }
 
-/// Opens the mirror of `url` and fetches it.
-pub async fn fetched(url: &str) -> anyhow::Result<Arc<Mirror>> {
+/// Variables that give the account for HTTP(S) remotes of apps that name no credentials Secret.
+pub const USERNAME_VAR: &str = "KUBECTL_GITOPS_GIT_USERNAME";
+pub const PASSWORD_VAR: &str = "KUBECTL_GITOPS_GIT_PASSWORD";
+
+/// The account for an app's repository: its `credentialsSecret` (keys `username` and
+/// `password`, in the app's namespace), else the environment, else none.
+pub async fn credentials(client: &Client, app: &App) -> anyhow::Result<Option<Credentials>> {
+    let Some(name) = &app.spec.credentials_secret else {
+        return Ok(
+            match (std::env::var(USERNAME_VAR), std::env::var(PASSWORD_VAR)) {
+                (Ok(username), Ok(password)) => Some(Credentials { username, password }),
+                _ => None,
+            },
+        );
+    };
+    let namespace = app.namespace().unwrap_or_default();
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get(name)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the credentials Secret {namespace}/{name} of app {}",
+                app.name_any()
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let field = |key: &str| {
+        data.get(key)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .with_context(|| {
+                format!("the credentials Secret {namespace}/{name} has no key {key:?}")
+            })
+    };
+    Ok(Some(Credentials {
+        username: field("username")?,
+        password: field("password")?,
+    }))
+}
+
+/// Opens the mirror of `url` and fetches it, offering `credentials` if the remote asks.
+pub async fn fetched(url: &str, credentials: Option<Credentials>) -> anyhow::Result<Arc<Mirror>> {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
         let mirror = Mirror::open(&url, &cache_dir())?;
-        mirror.fetch()?;
+        mirror.fetch(credentials.as_ref())?;
         Ok::<_, shared::git::GitError>(Arc::new(mirror))
     })
     .await

@@ -311,6 +311,7 @@ fn verify_checks_a_working_tree_and_a_commit_with_the_sync_loader() {
     let gitops = Gitops {
         cache: tempfile::tempdir().expect("cache"),
         namespace: "default".into(),
+        env: Vec::new(),
     };
     let dir = repo.path().join("apps");
     let ok = gitops.ok(&["verify", &dir.to_string_lossy()]);
@@ -521,4 +522,88 @@ fn status_watch_prints_an_app_again_only_when_it_changes() {
         "one header: {}",
         printed()
     );
+}
+
+#[test]
+fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
+    let ns = TestNamespace::new("private");
+    let kubectl = cluster().kubectl();
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("private", "1"));
+    let commit = repo.commit("first");
+    let remote = repo.serve_https_with_account("deploy", "s3cret");
+    let mut gitops = Gitops::new(&ns.name);
+    // The remote's certificate comes from a test CA: trust it as a platform would.
+    gitops.env.push((
+        "SSL_CERT_FILE".into(),
+        remote.ca_file().expect("an HTTPS remote").to_owned(),
+    ));
+
+    gitops.ok(&["app", "add", "anonymous", "--repo", remote.url()]);
+    let refused = gitops.run(&["sync", "anonymous"]);
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("could not be fetched"),
+        "{}",
+        refused.stderr
+    );
+
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        remote.url(),
+        "--credentials-secret",
+        "git-account",
+    ]);
+    let missing = gitops.run(&["sync", "web"]);
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains(&format!("{}/git-account", ns.name)),
+        "{}",
+        missing.stderr
+    );
+
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "git-account",
+        "-n",
+        &ns.name,
+        "--from-literal=username=deploy",
+        "--from-literal=password=wrong",
+    ]);
+    let wrong = gitops.run(&["sync", "web"]);
+    assert_eq!(wrong.code, Some(1), "a wrong password is refused");
+
+    kubectl.ok(&["delete", "secret", "git-account", "-n", &ns.name]);
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "git-account",
+        "-n",
+        &ns.name,
+        "--from-literal=username=deploy",
+        "--from-literal=password=s3cret",
+    ]);
+    gitops.ok(&["sync", "web"]);
+    let cm = kubectl.json(&["get", "configmap", "private", "-n", &ns.name]);
+    assert_eq!(annotations(&cm).0, commit);
+    let history = app_status(&ns.name, "web")["history"].to_string();
+    assert!(
+        !history.contains("s3cret") && !history.contains("wrong"),
+        "no password in the status: {history}"
+    );
+
+    // Without a Secret, the account comes from the environment.
+    gitops
+        .env
+        .push(("KUBECTL_GITOPS_GIT_USERNAME".into(), "deploy".into()));
+    gitops
+        .env
+        .push(("KUBECTL_GITOPS_GIT_PASSWORD".into(), "s3cret".into()));
+    gitops.ok(&["sync", "anonymous"]);
 }

@@ -46,6 +46,9 @@ pub struct AppSpec {
     /// What the admission webhook does with a write that Git does not explain.
     #[serde(default)]
     pub enforcement: Enforcement,
+    /// Secret in the app's namespace with `username` and `password` for an HTTP(S) repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 fn default_branch() -> String {

@@ -55,6 +55,22 @@ pub enum GitError {
     },
 }
 
+/// An account for an HTTP(S) remote.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// A file at a commit: its path from the repository root and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
@@ -105,7 +121,7 @@ impl Mirror {
     }
 
     /// Fetches every branch. Returns whether anything changed.
-    pub fn fetch(&self) -> Result<bool, GitError> {
+    pub fn fetch(&self, credentials: Option<&Credentials>) -> Result<bool, GitError> {
         let fetch_err = |source: Source| GitError::Fetch {
             url: self.url.clone(),
             source,
@@ -119,6 +135,20 @@ impl Mirror {
         let outcome = remote
             .connect(gix::remote::Direction::Fetch)
             .map_err(|e| fetch_err(e.into()))?
+            // Only the given account is offered: no credential helper of the host is asked.
+            .with_credentials(|action| match (action, credentials) {
+                (gix::credentials::helper::Action::Get(context), Some(account)) => {
+                    Ok(Some(gix::credentials::protocol::Outcome {
+                        identity: gix::sec::identity::Account {
+                            username: account.username.clone(),
+                            password: account.password.clone(),
+                            oauth_refresh_token: None,
+                        },
+                        next: context.into(),
+                    }))
+                }
+                _ => Ok(None),
+            })
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| fetch_err(e.into()))?
             .receive(gix::progress::Discard, &AtomicBool::new(false))

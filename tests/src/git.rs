@@ -88,11 +88,35 @@ pub struct HttpRemote {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
+    ca: Option<(tempfile::TempDir, PathBuf)>,
 }
 
 impl Repo {
     /// Starts serving this repository over HTTP.
     pub fn serve_http(&self) -> HttpRemote {
+        self.serve_with(None, None)
+    }
+
+    /// Starts serving this repository over HTTPS, with a certificate from a fresh test CA, to one
+    /// account only (HTTP Basic). Clients trust the CA through `HttpRemote::ca_file`.
+    pub fn serve_https_with_account(&self, username: &str, password: &str) -> HttpRemote {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let (tls, ca_pem) = tls::server_config();
+        let mut remote = self.serve_with(Some(format!("Basic {token}")), Some(tls));
+        let ca_dir = tempfile::tempdir().expect("a directory for the CA");
+        let ca_file = ca_dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).expect("write the CA");
+        remote.ca = Some((ca_dir, ca_file));
+        remote
+    }
+
+    fn serve_with(
+        &self,
+        authorization: Option<String>,
+        server_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> HttpRemote {
         let root = self
             .path()
             .parent()
@@ -104,6 +128,7 @@ impl Repo {
             .expect("a repository has a name")
             .to_string_lossy()
             .into_owned();
+        let https = server_tls.is_some();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -115,18 +140,33 @@ impl Repo {
                 }
                 let Ok(stream) = stream else { continue };
                 let root = root.clone();
+                let authorization = authorization.clone();
+                let tls = server_tls.clone();
                 std::thread::spawn(move || {
-                    if let Err(err) = http::serve(stream, &root) {
+                    let served = match tls {
+                        None => http::serve(stream, &root, authorization.as_deref()),
+                        Some(config) => match rustls::ServerConnection::new(config) {
+                            Ok(conn) => http::serve(
+                                rustls::StreamOwned::new(conn, stream),
+                                &root,
+                                authorization.as_deref(),
+                            ),
+                            Err(err) => Err(std::io::Error::other(err)),
+                        },
+                    };
+                    if let Err(err) = served {
                         eprintln!("git http remote: {err}");
                     }
                 });
             }
         });
+        let scheme = if https { "https" } else { "http" };
         HttpRemote {
-            url: format!("http://{addr}/{name}"),
+            url: format!("{scheme}://{addr}/{name}"),
             stop,
             addr,
             thread: Some(thread),
+            ca: None,
         }
     }
 }
@@ -134,6 +174,52 @@ impl Repo {
 impl HttpRemote {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The PEM file of the CA that signed an HTTPS remote's certificate.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_ref().map(|(_, file)| file.as_path())
+    }
+}
+
+mod tls {
+    use std::sync::Arc;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+    /// A server configuration for 127.0.0.1 signed by a fresh CA, and the CA in PEM.
+    pub fn server_config() -> (Arc<rustls::ServerConfig>, String) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "e2e git remote CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+            .expect("CA");
+        let key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("leaf params")
+            .signed_by(&key, &ca)
+            .expect("leaf signed by the CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .expect("leaf and key match");
+        (Arc::new(config), ca.pem())
     }
 }
 
@@ -150,13 +236,16 @@ impl Drop for HttpRemote {
 
 mod http {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpStream;
     use std::path::Path;
     use std::process::{Command, Stdio};
 
     /// Answers one HTTP/1.1 request with the output of `git http-backend`, then closes.
-    pub fn serve(stream: TcpStream, root: &Path) -> std::io::Result<()> {
-        let mut reader = BufReader::new(stream.try_clone()?);
+    pub fn serve(
+        mut stream: impl Read + Write,
+        root: &Path,
+        authorization: Option<&str>,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(&mut stream);
         let mut request_line = String::new();
         reader.read_line(&mut request_line)?;
         let mut parts = request_line.split_whitespace();
@@ -201,6 +290,15 @@ mod http {
             reader.read_exact(&mut body)?;
         }
 
+        if let Some(expected) = authorization
+            && header("authorization").as_deref() != Some(expected)
+        {
+            write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return stream.flush();
+        }
         let mut cgi = Command::new("git");
         cgi.arg("http-backend")
             .env_clear()
@@ -262,7 +360,6 @@ mod http {
                 None => {}
             }
         }
-        let mut stream = stream;
         write!(
             stream,
             "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",

@@ -54,6 +54,10 @@ pub struct AddArgs {
     #[arg(long, default_value_t = 180)]
     #[arg(value_parser = clap::value_parser!(i32).range(1..))]
     pub interval: i32,
+    /// Secret in the app's namespace with `username` and `password` for an HTTP(S) repository
+    /// (without it, KUBECTL_GITOPS_GIT_USERNAME and KUBECTL_GITOPS_GIT_PASSWORD are used).
+    #[arg(long, value_name = "SECRET")]
+    pub credentials_secret: Option<String>,
     /// Only warn about writes that Git does not explain, instead of refusing them.
     #[arg(long)]
     pub warn_only: bool,
@@ -85,6 +89,7 @@ pub async fn run(
                     destination_namespace: args.destination_namespace,
                     prune: args.prune,
                     interval_seconds: args.interval,
+                    credentials_secret: args.credentials_secret,
                     enforcement: if args.warn_only {
                         Enforcement::Warn
                     } else {

@@ -216,7 +216,7 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     let mut status = app.status.clone().unwrap_or_default();
     // The branch may have moved since the last sync: ask the remote, not the recorded head.
     let mut warnings = Vec::new();
-    match live_head(app).await {
+    match live_head(client, app).await {
         Ok(head) => status.branch_head = Some(head),
         Err(err) => warnings.push(format!("branch head as of the last sync: {err:#}")),
     }
@@ -283,8 +283,9 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     })
 }
 
-async fn live_head(app: &App) -> anyhow::Result<String> {
-    let mirror = crate::mirror::fetched(&app.spec.repo_url).await?;
+async fn live_head(client: &Client, app: &App) -> anyhow::Result<String> {
+    let credentials = crate::mirror::credentials(client, app).await?;
+    let mirror = crate::mirror::fetched(&app.spec.repo_url, credentials).await?;
     let branch = app.spec.branch.clone();
     crate::mirror::blocking(&mirror, move |m| {
         m.branch_head(&branch).map(|id| id.to_string())

@@ -21,6 +21,7 @@ pub struct Run {
 pub struct Gitops {
     pub cache: tempfile::TempDir,
     pub namespace: String,
+    pub env: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Gitops {
@@ -29,6 +30,7 @@ impl Gitops {
         Gitops {
             cache: tempfile::tempdir().expect("a cache directory"),
             namespace: namespace.to_owned(),
+            env: Vec::new(),
         }
     }
 
@@ -40,6 +42,7 @@ impl Gitops {
             .env("KUBECONFIG", cluster().kubeconfig())
             .env("KUBECTL_GITOPS_CACHE_DIR", self.cache.path())
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("kubectl runs");
         Run {
