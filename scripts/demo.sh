@@ -97,6 +97,11 @@ head -n 6 "$repo/apps/web/config.yaml" > "$repo/apps/web/config.yaml.new"
 mv "$repo/apps/web/config.yaml.new" "$repo/apps/web/config.yaml"
 git commit --quiet -am "web: release 2, drop the feature flags"
 kubectl gitops -n demo status web
+step "kubectl gitops diff: what the sync will change (exit 1: there are differences)"
+status=0
+kubectl gitops -n demo diff web || status=$?
+[[ $status -eq 1 ]]
+step "syncing the change"
 kubectl gitops -n demo sync web --wait --timeout 2m
 
 step "status and history"
