@@ -12,10 +12,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -74,32 +70,7 @@ async fn handle(req: Request<Incoming>, seen: Seen) -> Result<Response<Full<Byte
 
 impl TestWebhook {
     fn start() -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "e2e webhook CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-            .expect("self-signed CA");
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("leaf params")
-            .signed_by(&leaf_key, &ca)
-            .expect("leaf signed by the CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
-            )
-            .expect("leaf and key match");
+        let (mut tls, ca_pem) = e2e::tls::loopback_server("e2e webhook CA");
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
@@ -143,7 +114,7 @@ impl TestWebhook {
         });
         TestWebhook {
             addr,
-            ca_pem: ca.pem(),
+            ca_pem,
             seen,
             _shutdown: shutdown,
             _runtime: runtime,

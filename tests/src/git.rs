@@ -103,8 +103,11 @@ impl Repo {
         use base64::Engine as _;
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-        let (tls, ca_pem) = tls::server_config();
-        let mut remote = self.serve_with(Some(format!("Basic {token}")), Some(tls));
+        let (tls, ca_pem) = crate::tls::loopback_server("e2e git remote CA");
+        let mut remote = self.serve_with(
+            Some(format!("Basic {token}")),
+            Some(std::sync::Arc::new(tls)),
+        );
         let ca_dir = tempfile::tempdir().expect("a directory for the CA");
         let ca_file = ca_dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_pem).expect("write the CA");
@@ -179,47 +182,6 @@ impl HttpRemote {
     /// The PEM file of the CA that signed an HTTPS remote's certificate.
     pub fn ca_file(&self) -> Option<&Path> {
         self.ca.as_ref().map(|(_, file)| file.as_path())
-    }
-}
-
-mod tls {
-    use std::sync::Arc;
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-
-    /// A server configuration for 127.0.0.1 signed by a fresh CA, and the CA in PEM.
-    pub fn server_config() -> (Arc<rustls::ServerConfig>, String) {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "e2e git remote CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-            .expect("CA");
-        let key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("leaf params")
-            .signed_by(&key, &ca)
-            .expect("leaf signed by the CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-            )
-            .expect("leaf and key match");
-        (Arc::new(config), ca.pem())
     }
 }
 

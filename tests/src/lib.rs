@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod git;
 pub mod kubectl;
 pub mod namespace;
+pub mod tls;
 pub mod wait;
 
 pub use cluster::cluster;
