@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::Value;
 use shared::app::{App, InventoryEntry};
 use shared::manifest::{self, LoadErrors, Manifest};
+use shared::normalise;
 use shared::provenance::Provenance;
 
 use crate::mirror;
@@ -246,11 +247,12 @@ pub async fn apply(
     let (early, rest): (Vec<&Resolved>, Vec<&Resolved>) = desired.objects.iter().partition(first);
     let mut results = Vec::with_capacity(desired.objects.len());
     for phase in [early, rest] {
-        let mut stream = futures::stream::iter(
-            phase
-                .into_iter()
-                .map(|r| apply_one(client, r, &id, &desired.commit, dry_run)),
-        )
+        // One list per kind and namespace instead of one read per object.
+        let index = live_index(client, &phase).await?;
+        let mut stream = futures::stream::iter(phase.into_iter().map(|r| {
+            let before = index.get(&key_of(r)).cloned();
+            apply_one(client, r, before, &id, &desired.commit, dry_run)
+        }))
         .buffer_unordered(CONCURRENCY);
         let mut crds = Vec::new();
         while let Some(result) = stream.next().await {
@@ -281,54 +283,55 @@ fn stamped(r: &Resolved, app: &str, commit: &str) -> Value {
     object
 }
 
-/// Reads the live object and applies the stamped manifest (or asks the server what applying it
-/// would give, on a dry run). Returns (before, after). On a dry run, an object whose kind or
-/// namespace is only created by this same sync cannot be checked by the server: `after` is then
-/// the stamped manifest itself.
-async fn read_and_apply(
+/// Applies the stamped manifest over `before`, the live object (or asks the server what applying
+/// it would give, on a dry run), and returns what it leaves. A live object that already holds
+/// everything the manifest sets is left as it is, without a request. On a dry run, an object
+/// whose kind or namespace only this same sync creates cannot be checked by the server: the
+/// result is then the stamped manifest itself.
+async fn apply_over(
     client: &Client,
     r: &Resolved,
+    before: Option<&Value>,
     app: &str,
     commit: &str,
     dry_run: bool,
-) -> anyhow::Result<(Option<Value>, Value)> {
-    let entry = r.entry();
-    let api = r.api(client);
-    let name = r.manifest.name();
+) -> anyhow::Result<Value> {
     let object = stamped(r, app, commit);
-    let context = |what: &str| {
-        format!(
-            "{} ({}): {what}",
-            entry.display_name(),
-            r.manifest.location()
-        )
-    };
-    let before = match api.get_opt(name).await {
-        Ok(before) => before.map(|o| serde_json::to_value(o).unwrap_or_default()),
-        Err(kube::Error::Api(status)) if dry_run && status.code == 404 => {
-            return Ok((None, object));
-        }
-        Err(e) => return Err(e).with_context(|| context("cannot read it")),
-    };
+    if let Some(before) = before
+        && normalise::contains(before, &object)
+    {
+        return Ok(before.clone());
+    }
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
-    match api.patch(name, &params, &Patch::Apply(&object)).await {
-        Ok(after) => Ok((before, serde_json::to_value(after).unwrap_or_default())),
+    match r
+        .api(client)
+        .patch(r.manifest.name(), &params, &Patch::Apply(&object))
+        .await
+    {
+        Ok(after) => Ok(serde_json::to_value(after).unwrap_or_default()),
         Err(kube::Error::Api(status)) if dry_run && before.is_none() && status.code == 404 => {
-            Ok((None, object))
+            Ok(object)
         }
-        Err(e) => Err(e).with_context(|| context("the apiserver refused it")),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "{} ({}): the apiserver refused it",
+                r.entry().display_name(),
+                r.manifest.location()
+            )
+        }),
     }
 }
 
 async fn apply_one(
     client: &Client,
     r: &Resolved,
+    before: Option<Value>,
     app: &str,
     commit: &str,
     dry_run: bool,
 ) -> anyhow::Result<ObjectResult> {
-    let (before, after) = read_and_apply(client, r, app, commit, dry_run).await?;
+    let after = apply_over(client, r, before.as_ref(), app, commit, dry_run).await?;
     let version = |v: &Value| v["metadata"]["resourceVersion"].clone();
     let action = match before {
         None => Action::Created,
@@ -339,6 +342,64 @@ async fn apply_one(
         entry: r.entry(),
         action,
     })
+}
+
+type ObjectIndex = HashMap<(String, String, Option<String>, String), Value>;
+
+fn key_of(r: &Resolved) -> (String, String, Option<String>, String) {
+    let e = r.entry();
+    (e.group, e.kind, e.namespace, e.name)
+}
+
+/// The live objects of the kinds and namespaces of `objects`, read with one list per kind and
+/// namespace, keyed as [`key_of`]. A kind the cluster does not serve yet (its CRD comes with this
+/// sync) has no live objects.
+async fn live_index(client: &Client, objects: &[&Resolved]) -> anyhow::Result<ObjectIndex> {
+    let mut scopes: BTreeMap<(String, String, Option<String>), &Resolved> = BTreeMap::new();
+    for r in objects {
+        let namespace = r
+            .manifest
+            .namespace()
+            .filter(|_| r.namespaced)
+            .map(str::to_owned);
+        scopes
+            .entry((
+                r.resource.api_version.clone(),
+                r.resource.plural.clone(),
+                namespace,
+            ))
+            .or_insert(r);
+    }
+    let lists: Vec<(&Resolved, Vec<DynamicObject>)> = futures::stream::iter(scopes.into_values())
+        .map(|r| async move {
+            match r.api(client).list(&ListParams::default()).await {
+                Ok(list) => Ok((r, list.items)),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok((r, Vec::new())),
+                Err(e) => {
+                    Err(e).with_context(|| format!("cannot list {} objects", r.resource.kind))
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut index = ObjectIndex::new();
+    for (scope, items) in lists {
+        for object in items {
+            let key = (
+                scope.resource.group.clone(),
+                scope.resource.kind.clone(),
+                object.namespace().filter(|_| scope.namespaced),
+                object.name_any(),
+            );
+            let mut value = serde_json::to_value(&object).context("a live object serialises")?;
+            // List items carry no type; the comparison with the manifest needs it.
+            value["apiVersion"] = scope.resource.api_version.clone().into();
+            value["kind"] = scope.resource.kind.clone().into();
+            index.insert(key, value);
+        }
+    }
+    Ok(index)
 }
 
 /// A desired or pruned object as it is and as a sync would leave it (`None`: absent).
@@ -356,11 +417,15 @@ pub async fn compare(
     desired: &Desired,
 ) -> anyhow::Result<Vec<Comparison>> {
     let id = app_id(app);
-    let mut comparisons: Vec<Comparison> = futures::stream::iter(desired.objects.iter())
+    let objects: Vec<&Resolved> = desired.objects.iter().collect();
+    let index = live_index(client, &objects).await?;
+    let mut comparisons: Vec<Comparison> = futures::stream::iter(objects)
         .map(|r| {
             let id = id.clone();
+            let live = index.get(&key_of(r)).cloned();
             async move {
-                let (live, synced) = read_and_apply(client, r, &id, &desired.commit, true).await?;
+                let synced =
+                    apply_over(client, r, live.as_ref(), &id, &desired.commit, true).await?;
                 Ok::<_, anyhow::Error>(Comparison {
                     entry: r.entry(),
                     live,
@@ -484,19 +549,13 @@ pub async fn live(
     client: &Client,
     desired: &Desired,
 ) -> anyhow::Result<Vec<(Resolved, Option<Value>)>> {
-    futures::stream::iter(desired.objects.iter().cloned())
-        .map(|r| async move {
-            let live = r
-                .api(client)
-                .get_opt(r.manifest.name())
-                .await
-                .with_context(|| format!("{}: cannot read it", r.entry().display_name()))?
-                .map(|o| serde_json::to_value(o).unwrap_or_default());
-            Ok::<_, anyhow::Error>((r, live))
-        })
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await
+    let objects: Vec<&Resolved> = desired.objects.iter().collect();
+    let index = live_index(client, &objects).await?;
+    Ok(desired
+        .objects
+        .iter()
+        .map(|r| (r.clone(), index.get(&key_of(r)).cloned()))
+        .collect())
 }
 
 /// How many objects each action touched.

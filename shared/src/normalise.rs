@@ -79,6 +79,30 @@ pub fn redact_secrets(before: Option<&mut Value>, after: Option<&mut Value>) {
     }
 }
 
+/// Whether `live` already holds everything `wanted` sets: every field of `wanted` is in `live`
+/// with the same value (maps may have more fields, lists must match element by element). Fields
+/// the server defaults or controllers write do not count against it. A value the server
+/// re-spells (a quantity like `0.5` kept as `500m`) makes it false, which only costs a re-apply.
+pub fn contains(live: &Value, wanted: &Value) -> bool {
+    match (live, wanted) {
+        (Value::Object(live), Value::Object(wanted)) => {
+            wanted.iter().all(|(key, want)| match live.get(key) {
+                Some(have) => contains(have, want),
+                None => want.is_null(),
+            })
+        }
+        (Value::Array(live), Value::Array(wanted)) => {
+            live.len() == wanted.len()
+                && live
+                    .iter()
+                    .zip(wanted)
+                    .all(|(have, want)| contains(have, want))
+        }
+        (Value::Number(have), Value::Number(want)) => have.as_f64() == want.as_f64(),
+        (have, want) => have == want,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +124,29 @@ mod tests {
                 "metadata": {"name": "a", "namespace": "n", "labels": {"team": "x"}},
                 "data": {"k": "v"}})
         );
+    }
+
+    #[test]
+    fn live_objects_contain_what_git_sets_despite_server_defaults() {
+        let wanted = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "a:1"}]}}}});
+        let live = json!({"spec": {"replicas": 2, "revisionHistoryLimit": 10,
+            "template": {"spec": {"containers": [{"name": "web", "image": "a:1", "terminationMessagePath": "/dev/termination-log"}]}}},
+            "status": {"replicas": 2}});
+        assert!(contains(&live, &wanted));
+        let mut drifted = live.clone();
+        drifted["spec"]["replicas"] = json!(5);
+        assert!(!contains(&drifted, &wanted), "a changed field");
+        let mut extra = live.clone();
+        extra["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "sidecar"}));
+        assert!(!contains(&extra, &wanted), "a list with an added element");
+        assert!(
+            !contains(&json!({"data": {}}), &json!({"data": {"k": "v"}})),
+            "a missing field"
+        );
+        assert!(contains(&json!({"n": 1.0}), &json!({"n": 1})));
     }
 
     #[test]
