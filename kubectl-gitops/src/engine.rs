@@ -20,7 +20,7 @@ use crate::mirror;
 /// The field manager of every write a sync makes.
 pub const FIELD_MANAGER: &str = "kubectl-gitops";
 /// How many objects are applied at once.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 48;
 
 /// The identity of an app in provenance annotations: `namespace/name`.
 pub fn app_id(app: &App) -> String {

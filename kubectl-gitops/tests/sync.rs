@@ -607,3 +607,72 @@ fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
         .push(("KUBECTL_GITOPS_GIT_PASSWORD".into(), "s3cret".into()));
     gitops.ok(&["sync", "anonymous"]);
 }
+
+#[test]
+fn a_crd_and_its_objects_sync_in_one_commit() {
+    let ns = TestNamespace::new("crd");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let group = format!("{}.e2e.kubectl-gitops.dev", ns.name);
+    let crd_name = format!("widgets.{group}");
+    let repo = Repo::new();
+    // File order puts the object before its CRD: the sync must still apply the CRD first.
+    repo.write(
+        "a-widget.yaml",
+        &format!(
+            "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: sprocket\nspec:\n  size: 3\n"
+        ),
+    )
+    .write(
+        "z-crd.yaml",
+        &format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {crd_name}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {{type: integer}}
+"#
+        ),
+    );
+    repo.commit("widgets");
+    gitops.ok(&["app", "add", "widgets", "--repo", &repo.url()]);
+
+    let dry = gitops.ok(&["sync", "widgets", "--dry-run"]);
+    assert_eq!(dry.matches("created (dry run)").count(), 2, "{dry}");
+    assert!(
+        !kubectl.run(&["get", "crd", &crd_name]).success,
+        "the dry run created no CRD"
+    );
+
+    let synced = gitops.run(&["sync", "widgets"]);
+    let widget = kubectl.run(&[
+        "get",
+        &format!("widgets.{group}"),
+        "sprocket",
+        "-n",
+        &ns.name,
+        "-o",
+        "json",
+    ]);
+    kubectl.run(&["delete", "crd", &crd_name, "--wait=false"]);
+    assert_eq!(synced.code, Some(0), "{}", synced.stderr);
+    assert!(widget.success, "{}", widget.stderr);
+    let widget: Value = serde_json::from_str(&widget.stdout).expect("JSON");
+    assert_eq!(widget["spec"]["size"], 3);
+    assert_eq!(annotations(&widget).2, "a-widget.yaml");
+}
