@@ -22,6 +22,7 @@ export PATH="$root/.tools/plugins:$root/.tools/bin:$PATH"
 state="$root/.state/demo"
 step "starting the local control plane in $state"
 localcluster stop --dir "$state" 2>/dev/null || true
+rm -rf "$state"
 if [[ -z "${KEEP:-}" ]]; then
   trap 'step "stopping the local control plane"; localcluster stop --dir "$state"' EXIT
 fi
