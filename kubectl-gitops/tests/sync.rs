@@ -175,12 +175,7 @@ fn a_malformed_manifest_aborts_the_sync_before_anything_is_applied() {
     );
     repo.commit("half broken");
     let failed = gitops.run(&["sync", "cfg"]);
-    assert_eq!(failed.code, Some(1), "{failed:?}");
-    assert!(
-        failed.stderr.contains("b.yaml:"),
-        "the error names the file and line: {}",
-        failed.stderr
-    );
+    failed.assert_failed_saying(&["b.yaml:"]);
     let alpha = kubectl.json(&["get", "configmap", "alpha", "-n", &ns.name]);
     assert_eq!(alpha["data"]["value"], "1", "nothing was applied");
     assert_eq!(annotations(&alpha).0, good);
@@ -203,17 +198,7 @@ fn a_malformed_manifest_aborts_the_sync_before_anything_is_applied() {
     );
     repo.commit("duplicate and missing kind");
     let failed = gitops.run(&["sync", "cfg"]);
-    assert_eq!(failed.code, Some(1));
-    assert!(
-        failed.stderr.contains("declared twice"),
-        "{}",
-        failed.stderr
-    );
-    assert!(
-        failed.stderr.contains("kind is missing"),
-        "{}",
-        failed.stderr
-    );
+    failed.assert_failed_saying(&["declared twice", "kind is missing"]);
 }
 
 #[test]
@@ -253,12 +238,7 @@ fn dry_run_and_revisions_change_nothing_or_only_what_is_merged() {
     );
 
     let refused = gitops.run(&["sync", "conf", "--revision", &unmerged]);
-    assert_eq!(refused.code, Some(1));
-    assert!(
-        refused.stderr.contains("not on branch main"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_failed_saying(&["not on branch main"]);
     assert_eq!(
         kubectl.json(&["get", "configmap", "conf", "-n", &ns.name])["data"]["value"],
         "old"
@@ -289,17 +269,7 @@ fn an_unreachable_remote_fails_clearly_and_changes_nothing() {
     std::fs::rename(repo.path(), &moved).expect("move the repository away");
     let failed = gitops.run(&["sync", "app"]);
     std::fs::rename(&moved, repo.path()).expect("move the repository back");
-    assert_eq!(failed.code, Some(1));
-    assert!(
-        failed.stderr.contains("could not be fetched"),
-        "{}",
-        failed.stderr
-    );
-    assert!(
-        failed.stderr.contains("nothing was changed"),
-        "{}",
-        failed.stderr
-    );
+    failed.assert_failed_saying(&["could not be fetched", "nothing was changed"]);
     kubectl.ok(&["get", "configmap", "kept", "-n", &ns.name]);
 }
 
@@ -322,12 +292,7 @@ fn verify_checks_a_working_tree_and_a_commit_with_the_sync_loader() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
     );
     let bad = gitops.run(&["verify", &dir.to_string_lossy()]);
-    assert_eq!(bad.code, Some(1));
-    assert!(
-        bad.stderr.contains("b.yaml:1: metadata.name is missing"),
-        "{}",
-        bad.stderr
-    );
+    bad.assert_failed_saying(&["b.yaml:1: metadata.name is missing"]);
 
     // The committed tree is still valid.
     let repo_path = repo.path().to_string_lossy().into_owned();
@@ -541,12 +506,7 @@ fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
 
     gitops.ok(&["app", "add", "anonymous", "--repo", remote.url()]);
     let refused = gitops.run(&["sync", "anonymous"]);
-    assert_eq!(refused.code, Some(1));
-    assert!(
-        refused.stderr.contains("could not be fetched"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_failed_saying(&["could not be fetched"]);
 
     gitops.ok(&[
         "app",

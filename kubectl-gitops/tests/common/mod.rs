@@ -17,6 +17,20 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Asserts that the command failed (exit 1) and that stderr says each of `needles`.
+    pub fn assert_failed_saying(&self, needles: &[&str]) {
+        assert_eq!(self.code, Some(1), "{self:?}");
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "{needle:?} missing from: {}",
+                self.stderr
+            );
+        }
+    }
+}
+
 /// Runs `kubectl gitops ARGS` through the real kubectl, with its own Git cache.
 pub struct Gitops {
     pub cache: tempfile::TempDir,
