@@ -347,7 +347,11 @@ async fn apply_one(
 type ObjectIndex = HashMap<(String, String, Option<String>, String), Value>;
 
 fn key_of(r: &Resolved) -> (String, String, Option<String>, String) {
-    let e = r.entry();
+    entry_key(r.entry())
+}
+
+/// group, kind, namespace, name: what identifies an object across versions of its API.
+fn entry_key(e: InventoryEntry) -> (String, String, Option<String>, String) {
     (e.group, e.kind, e.namespace, e.name)
 }
 
@@ -472,14 +476,7 @@ pub async fn prune_candidates(
     desired: &Desired,
 ) -> anyhow::Result<Vec<(InventoryEntry, Api<DynamicObject>, Value)>> {
     let id = app_id(app);
-    let keep: BTreeSet<(String, String, Option<String>, String)> = desired
-        .objects
-        .iter()
-        .map(|r| {
-            let e = r.entry();
-            (e.group, e.kind, e.namespace, e.name)
-        })
-        .collect();
+    let keep: BTreeSet<_> = desired.objects.iter().map(key_of).collect();
     let previous = app
         .status
         .as_ref()
@@ -487,12 +484,7 @@ pub async fn prune_candidates(
         .unwrap_or_default();
     let mut candidates = Vec::new();
     for entry in previous {
-        if keep.contains(&(
-            entry.group.clone(),
-            entry.kind.clone(),
-            entry.namespace.clone(),
-            entry.name.clone(),
-        )) {
+        if keep.contains(&entry_key(entry.clone())) {
             continue;
         }
         let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
