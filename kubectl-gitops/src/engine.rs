@@ -20,7 +20,7 @@ use crate::mirror;
 /// The field manager of every write a sync makes.
 pub const FIELD_MANAGER: &str = "kubectl-gitops";
 /// How many objects are applied at once.
-const CONCURRENCY: usize = 48;
+pub const CONCURRENCY: usize = 48;
 
 /// The identity of an app in provenance annotations: `namespace/name`.
 pub fn app_id(app: &App) -> String {
@@ -487,28 +487,41 @@ pub async fn prune_candidates(
         if keep.contains(&entry_key(entry.clone())) {
             continue;
         }
-        let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
-        // An API that is gone (its CRD was pruned) took its objects with it.
-        let Some((resource, namespaced)) = discover(client, &gvk).await? else {
+        let Some((api, live)) = read_entry(client, &entry).await? else {
             continue;
         };
-        let api: Api<DynamicObject> = match &entry.namespace {
-            Some(ns) if namespaced => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
-        let Some(live) = api
-            .get_opt(&entry.name)
-            .await
-            .with_context(|| format!("{}: cannot read it", entry.display_name()))?
-        else {
-            continue;
-        };
-        let live = serde_json::to_value(&live).context("a live object serialises")?;
         if Provenance::read(&live).is_some_and(|p| p.app == id) {
             candidates.push((entry, api, live));
         }
     }
     Ok(candidates)
+}
+
+/// The API and the live state of an object an inventory names; `None` when it is gone, or its
+/// API is (a pruned CRD takes its objects with it).
+pub async fn read_entry(
+    client: &Client,
+    entry: &InventoryEntry,
+) -> anyhow::Result<Option<(Api<DynamicObject>, Value)>> {
+    let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
+    let Some((resource, namespaced)) = discover(client, &gvk).await? else {
+        return Ok(None);
+    };
+    let api: Api<DynamicObject> = match &entry.namespace {
+        Some(ns) if namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let live = api
+        .get_opt(&entry.name)
+        .await
+        .with_context(|| format!("{}: cannot read it", entry.display_name()))?;
+    match live {
+        Some(live) => {
+            let value = serde_json::to_value(&live).context("a live object serialises")?;
+            Ok(Some((api, value)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Deletes the prune candidates.

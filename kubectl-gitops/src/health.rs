@@ -19,6 +19,15 @@ impl Health {
     }
 }
 
+/// Whether the object's status has condition `type_` with status "True".
+fn condition_true(status: &Value, type_: &str) -> bool {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == type_ && c["status"] == "True")
+}
+
 fn int(value: &Value) -> i64 {
     value.as_i64().unwrap_or(0)
 }
@@ -86,11 +95,7 @@ pub fn assess(object: &Value) -> (Health, String) {
         }
         "Pod" => {
             let phase = status["phase"].as_str().unwrap_or("Pending");
-            let ready = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = condition_true(status, "Ready");
             match phase {
                 "Succeeded" => (Health::Healthy, "completed".into()),
                 "Failed" => (Health::Degraded, "the pod failed".into()),
@@ -99,28 +104,16 @@ pub fn assess(object: &Value) -> (Health, String) {
             }
         }
         "Job" => {
-            let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
-            if conditions
-                .iter()
-                .any(|c| c["type"] == "Failed" && c["status"] == "True")
-            {
+            if condition_true(status, "Failed") {
                 (Health::Degraded, "the job failed".into())
-            } else if conditions
-                .iter()
-                .any(|c| c["type"] == "Complete" && c["status"] == "True")
-            {
+            } else if condition_true(status, "Complete") {
                 (Health::Healthy, "completed".into())
             } else {
                 (Health::Progressing, "running".into())
             }
         }
         "CustomResourceDefinition" => {
-            let established = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Established" && c["status"] == "True");
-            if established {
+            if condition_true(status, "Established") {
                 (Health::Healthy, "established".into())
             } else {
                 (Health::Progressing, "not established yet".into())

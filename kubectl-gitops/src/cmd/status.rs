@@ -7,8 +7,7 @@ use std::io::Write;
 use anyhow::Context as _;
 use clap::Args;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::{DynamicObject, ListParams};
-use kube::core::GroupVersionKind;
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt as _};
 use serde::Serialize;
 use shared::app::{App, InventoryEntry};
@@ -225,26 +224,12 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     let checks: Vec<(InventoryEntry, Option<Provenance>, bool)> =
         futures::stream::iter(status.inventory.clone())
             .map(|entry| async move {
-                let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
-                // An API that is no longer served (its CRD is gone) leaves the object missing.
-                let live = match kube::discovery::pinned_kind(client, &gvk).await {
-                    Ok((resource, _)) => {
-                        let api: Api<DynamicObject> = match &entry.namespace {
-                            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                            None => Api::all_with(client.clone(), &resource),
-                        };
-                        api.get_opt(&entry.name)
-                            .await
-                            .with_context(|| format!("{}: cannot read it", entry.display_name()))?
-                    }
-                    Err(_) => None,
-                };
+                let live = engine::read_entry(client, &entry).await?;
                 let exists = live.is_some();
-                let provenance = live
-                    .and_then(|o| Provenance::read(&serde_json::to_value(o).unwrap_or_default()));
+                let provenance = live.and_then(|(_, object)| Provenance::read(&object));
                 Ok::<_, anyhow::Error>((entry, provenance, exists))
             })
-            .buffered(16)
+            .buffered(engine::CONCURRENCY)
             .try_collect()
             .await?;
     let missing: Vec<String> = checks
