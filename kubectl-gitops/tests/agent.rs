@@ -85,6 +85,13 @@ fn commit_of(ns: &str, name: &str) -> Result<String, String> {
     Ok(annotations(&object).0)
 }
 
+/// Waits until ConfigMap `name` carries `commit` in its provenance.
+fn wait_for_commit(what: &str, namespace: &str, name: &str, commit: &str) {
+    wait::until(what, SOON, || {
+        commit_of(namespace, name).and_then(|c| if c == commit { Ok(()) } else { Err(c) })
+    });
+}
+
 #[test]
 fn the_agent_follows_the_branch_heals_drift_and_answers_requests() {
     let ns = TestNamespace::new("agent");
@@ -104,9 +111,7 @@ fn the_agent_follows_the_branch_heals_drift_and_answers_requests() {
     ]);
     let agent = Agent::start(&gitops, "agent-a");
 
-    wait::until("the agent's first sync", SOON, || {
-        commit_of(&ns.name, "followed").and_then(|c| if c == first { Ok(()) } else { Err(c) })
-    });
+    wait_for_commit("the agent's first sync", &ns.name, "followed", &first);
     let history = app_status(&ns.name, "fast")["history"].clone();
     assert_eq!(history[0]["initiator"], "agent/agent-a", "{history}");
 
@@ -114,9 +119,12 @@ fn the_agent_follows_the_branch_heals_drift_and_answers_requests() {
         repo.write("cm.yaml", &config_map("followed", "2"));
         repo.commit("second")
     };
-    wait::until("the agent to sync the new commit", SOON, || {
-        commit_of(&ns.name, "followed").and_then(|c| if c == second { Ok(()) } else { Err(c) })
-    });
+    wait_for_commit(
+        "the agent to sync the new commit",
+        &ns.name,
+        "followed",
+        &second,
+    );
 
     // A hand edit is drift: the next reconciliation puts Git's value back.
     kubectl.ok(&[
@@ -162,9 +170,7 @@ fn the_agent_follows_the_branch_heals_drift_and_answers_requests() {
     );
     let out = gitops.run(&["sync", "slow", "--async"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    wait::until("the requested sync", SOON, || {
-        commit_of(&ns.name, "on-request").and_then(|c| if c == asked { Ok(()) } else { Err(c) })
-    });
+    wait_for_commit("the requested sync", &ns.name, "on-request", &asked);
     assert!(app_status(&ns.name, "slow")["lastHandledRequest"].is_string());
 
     // The remote goes away: the agent records the failure, keeps running, and recovers.
@@ -179,9 +185,12 @@ fn the_agent_follows_the_branch_heals_drift_and_answers_requests() {
     std::fs::rename(&moved, repo.path()).expect("move the repository back");
     repo.write("cm.yaml", &config_map("followed", "3"));
     let third = repo.commit("third");
-    wait::until("recovery once the remote is back", SOON, || {
-        commit_of(&ns.name, "followed").and_then(|c| if c == third { Ok(()) } else { Err(c) })
-    });
+    wait_for_commit(
+        "recovery once the remote is back",
+        &ns.name,
+        "followed",
+        &third,
+    );
     let log = agent.terminate();
     assert!(log.contains("will retry"), "{log}");
     assert!(log.contains("stopped"), "SIGTERM stops it cleanly: {log}");
@@ -234,13 +243,20 @@ fn two_agents_elect_one_leader_and_hand_over() {
     );
     assert!(b.log().contains("standing by"), "{}", b.log());
 
-    // The leader stops; the standby takes over and syncs the next commit.
+    // The leader stops and hands the Lease back at once instead of letting it expire.
     a.terminate();
+    let lease = cluster()
+        .kubectl()
+        .json(&["get", "lease", "kubectl-gitops-agent", "-n", &ns.name]);
+    assert_ne!(
+        lease["spec"]["holderIdentity"], "agent-a",
+        "released on SIGTERM: {}",
+        lease["spec"]
+    );
+    // The standby takes over and syncs the next commit.
     repo.write("cm.yaml", &config_map("led", "2"));
     let second = repo.commit("second");
-    wait::until("agent-b to take over and sync", SOON, || {
-        commit_of(&ns.name, "led").and_then(|c| if c == second { Ok(()) } else { Err(c) })
-    });
+    wait_for_commit("agent-b to take over and sync", &ns.name, "led", &second);
     assert_eq!(initiators(&ns.name)[0], "agent/agent-b");
     drop(b);
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gitops, annotations, app_status, config_map, deployment};
+use common::{COMMIT, Gitops, annotations, app_status, config_map, deployment};
 use e2e::git::Repo;
 use e2e::{TestNamespace, cluster, wait};
 use serde_json::Value;
@@ -140,6 +140,30 @@ fn sync_applies_the_branch_with_provenance_then_follows_new_commits_and_prunes()
 
     let status = gitops.ok(&["status", "web"]);
     assert!(status.contains("Synced"), "{status}");
+
+    // Objects deleted or re-stamped by hand show as missing and drifted.
+    kubectl.ok(&["delete", "configmap", "settings", "-n", &ns.name]);
+    kubectl.ok(&[
+        "annotate",
+        "deployment",
+        "web-v2",
+        "-n",
+        &ns.name,
+        "--overwrite",
+        &format!("{COMMIT}={first}"),
+    ]);
+    let drifted: Value =
+        serde_json::from_str(&gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
+    assert_eq!(drifted["sync"], "OutOfSync", "{drifted}");
+    assert_eq!(
+        drifted["missing"],
+        serde_json::json!([format!("ConfigMap/{}/settings", ns.name)])
+    );
+    assert_eq!(
+        drifted["drifted"],
+        serde_json::json!([format!("Deployment/{}/web-v2", ns.name)])
+    );
+    gitops.ok(&["sync", "web"]);
     let history = gitops.ok(&["history", "web", "-o", "json"]);
     let history: Value = serde_json::from_str(&history).expect("history is JSON");
     let commits: Vec<&str> = history
@@ -148,7 +172,15 @@ fn sync_applies_the_branch_with_provenance_then_follows_new_commits_and_prunes()
         .iter()
         .map(|r| r["commit"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(commits, [second.as_str(), first.as_str(), first.as_str()]);
+    assert_eq!(
+        commits,
+        [
+            second.as_str(),
+            second.as_str(),
+            first.as_str(),
+            first.as_str()
+        ]
+    );
     assert!(
         history[0]["initiator"]
             .as_str()
@@ -635,4 +667,60 @@ spec:
     let widget: Value = serde_json::from_str(&widget.stdout).expect("JSON");
     assert_eq!(widget["spec"]["size"], 3);
     assert_eq!(annotations(&widget).2, "a-widget.yaml");
+}
+
+#[test]
+fn apps_are_listed_shown_and_deleted_without_touching_their_objects() {
+    let ns = TestNamespace::new("apps");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("deploy/cm.yaml", &config_map("kept", "1"));
+    repo.commit("first");
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--path",
+        "deploy",
+        "--branch",
+        "main",
+        "--prune",
+    ]);
+    gitops.ok(&["sync", "web"]);
+
+    let table = gitops.ok(&["app", "list"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("web") && table.contains(&repo.url()),
+        "{table}"
+    );
+    let everywhere = gitops.ok(&["app", "list", "-A"]);
+    assert!(
+        everywhere
+            .lines()
+            .any(|l| l.starts_with(&ns.name) && l.contains("web")),
+        "{everywhere}"
+    );
+    let listed: Value =
+        serde_json::from_str(&gitops.ok(&["app", "list", "-o", "json"])).expect("JSON");
+    assert_eq!(listed[0]["spec"]["path"], "deploy");
+    assert_eq!(listed[0]["spec"]["prune"], true);
+    let shown = gitops.ok(&["app", "get", "web"]);
+    assert!(
+        shown.contains("repoURL:") && shown.contains("lastSyncedCommit:"),
+        "{shown}"
+    );
+
+    let duplicate = gitops.run(&["app", "add", "web", "--repo", &repo.url()]);
+    duplicate.assert_failed_saying(&[&format!("{}/web", ns.name)]);
+    let bad_url = gitops.run(&["app", "add", "other", "--repo", "ssh://git@host/repo.git"]);
+    bad_url.assert_failed_saying(&["must be a file://, http:// or https:// URL"]);
+
+    gitops.ok(&["app", "delete", "web"]);
+    gitops
+        .run(&["app", "get", "web"])
+        .assert_failed_saying(&["web"]);
+    kubectl.ok(&["get", "configmap", "kept", "-n", &ns.name]);
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{TestNamespace, cluster, wait};
+use e2e::{Kubectl, TestNamespace, cluster, wait};
 use serde_json::Value;
 
 const ROLLOUT: Duration = Duration::from_secs(120);
@@ -28,6 +28,19 @@ spec:
         image: {image}
 "#
     )
+}
+
+/// `kubectl rollout status`: waits for the Deployment's rollout to finish, or fails the test.
+fn rollout_complete(kubectl: &Kubectl, namespace: &str, deployment: &str) {
+    let target = format!("deployment/{deployment}");
+    kubectl.ok(&[
+        "rollout",
+        "status",
+        &target,
+        "-n",
+        namespace,
+        "--timeout=120s",
+    ]);
 }
 
 fn items(list: &Value) -> &Vec<Value> {
@@ -97,14 +110,7 @@ fn a_rolling_image_update_completes() {
     let ns = TestNamespace::new("rolling");
     let kubectl = cluster().kubectl();
     kubectl.apply(&deployment(&ns.name, "api", 3, "registry.local/api:1"));
-    kubectl.ok(&[
-        "rollout",
-        "status",
-        "deployment/api",
-        "-n",
-        &ns.name,
-        "--timeout=120s",
-    ]);
+    rollout_complete(&kubectl, &ns.name, "api");
 
     kubectl.ok(&[
         "set",
@@ -114,14 +120,7 @@ fn a_rolling_image_update_completes() {
         "-n",
         &ns.name,
     ]);
-    kubectl.ok(&[
-        "rollout",
-        "status",
-        "deployment/api",
-        "-n",
-        &ns.name,
-        "--timeout=120s",
-    ]);
+    rollout_complete(&kubectl, &ns.name, "api");
 
     let pods = wait::until("only new pods", ROLLOUT, || {
         let pods = kubectl.json(&["get", "pods", "-n", &ns.name, "-l", "app=api"]);
@@ -166,14 +165,7 @@ fn deleting_a_namespace_completes() {
         2,
         "registry.local/doomed:1",
     ));
-    kubectl.ok(&[
-        "rollout",
-        "status",
-        "deployment/doomed",
-        "-n",
-        &ns.name,
-        "--timeout=120s",
-    ]);
+    rollout_complete(&kubectl, &ns.name, "doomed");
     kubectl.ok(&[
         "create",
         "configmap",
