@@ -1,21 +1,42 @@
-//! `admission`: the validating admission webhook of kubectl-gitops. `main` only parses, runs and
-//! maps the outcome to an exit code.
+//! `admission`: the validating admission webhook of kubectl-gitops. `main` parses, wires the
+//! parts together and maps the outcome to an exit code.
 
+mod audit;
+mod config;
+mod knowledge;
+mod log;
+mod metrics;
+mod server;
 mod tls;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt as _;
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use kube::{Api, Client};
+use shared::admission::Policy;
+use shared::app::App;
+
+use crate::config::{DEFAULT_NAME, DEFAULT_NAMESPACE, Target};
+use crate::knowledge::{Repos, View};
+use crate::metrics::Metrics;
+use crate::server::Webhook;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success (serve: stopped by SIGTERM or SIGINT)
   1  the command failed (the reason is printed on stderr)
   2  usage error: unknown command, flag or value";
 
 /// Validating admission webhook: refuses every write to a GitOps-managed object that is not
-/// traceable to a commit on the protected branch.
+/// traceable to a commit on the protected branch, and records every refusal.
 #[derive(Debug, Parser)]
 #[command(name = "admission", version, after_help = EXIT_CODES)]
 struct Cli {
@@ -25,36 +46,446 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve reviews over HTTPS (in the cluster, behind the Service the manifests install).
+    #[command(
+        after_help = "Examples:\n  admission serve --tls-cert-file /tls/tls.crt --tls-key-file /tls/tls.key"
+    )]
+    Serve {
+        #[command(flatten)]
+        tls: TlsFiles,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        options: ServeOptions,
+    },
+    /// Run the webhook on this host for a cluster that cannot reach in (a local control plane):
+    /// generate a CA and certificate in the state directory, register the webhook by URL with
+    /// that CA, and serve.
+    #[command(
+        after_help = "Examples:\n  admission local --kubeconfig .state/cluster/kubeconfig --state-dir .state/admission"
+    )]
+    Local {
+        /// Keeps the CA, certificate and Git mirrors.
+        #[arg(long, value_name = "DIR", default_value = ".state/admission")]
+        state_dir: PathBuf,
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: SocketAddr,
+        /// Name of the ValidatingWebhookConfiguration to register.
+        #[arg(long, default_value = DEFAULT_NAME)]
+        name: String,
+        /// A namespace label (KEY=VALUE) every webhook also requires, to run several side by side.
+        #[arg(long, value_name = "KEY=VALUE")]
+        namespace_label: Option<String>,
+        #[command(flatten)]
+        options: ServeOptions,
+    },
+    /// Without cert-manager: generate a CA and serving certificate into the webhook's TLS Secret
+    /// and set the CA as the caBundle of its ValidatingWebhookConfiguration.
+    #[command(after_help = "Examples:\n  admission certs --namespace kubectl-gitops-system")]
+    Certs {
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The webhook's Service.
+        #[arg(long, default_value = DEFAULT_NAME)]
+        service: String,
+        /// The Secret the Deployment mounts.
+        #[arg(long, default_value = "kubectl-gitops-admission-tls")]
+        secret: String,
+        /// The ValidatingWebhookConfiguration.
+        #[arg(long, default_value = DEFAULT_NAME)]
+        webhook_config: String,
+    },
+    /// Print the ValidatingWebhookConfiguration for the webhook's in-cluster Service.
+    WebhookConfig {
+        #[arg(long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[arg(long, default_value = DEFAULT_NAME)]
+        service: String,
+    },
     /// Load a serving certificate and key as the webhook would at start, and report what is wrong.
     CheckTls {
-        /// PEM certificate chain, leaf first.
-        #[arg(long, value_name = "FILE")]
-        tls_cert_file: PathBuf,
-        /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the leaf certificate.
-        #[arg(long, value_name = "FILE")]
-        tls_key_file: PathBuf,
+        #[command(flatten)]
+        tls: TlsFiles,
     },
+}
+
+#[derive(Debug, Args)]
+struct TlsFiles {
+    /// PEM certificate chain, leaf first; reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the leaf certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ServeOptions {
+    /// Kubeconfig to reach the apiserver (default: in-cluster, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Where the Git mirrors live (default: <state-dir>/repos, or /var/cache/kubectl-gitops).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Seconds between background fetches of every repository.
+    #[arg(long, default_value_t = 30)]
+    fetch_interval: u64,
+    /// Milliseconds a review may wait for a fetch of a commit the mirror lacks (keep it well
+    /// inside the webhook's timeoutSeconds).
+    #[arg(long, default_value_t = 2000)]
+    fetch_deadline_ms: u64,
+    /// Group whose members may write outside Git with a reason and an expiry ("" to disable).
+    #[arg(long, default_value = "gitops:break-glass")]
+    break_glass_group: String,
+    /// Longest break-glass expiry accepted, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    break_glass_max_seconds: u64,
+    /// Extra controller user names (an entry ending in `*` is a prefix); their writes to
+    /// fields Git does not set pass.
+    #[arg(long = "controller-user", value_name = "USER")]
+    controller_users: Vec<String>,
+    /// Namespace for records of writes to cluster-scoped objects.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    audit_namespace: String,
+    /// Name of this replica on Events (default: $POD_NAME, else the host name).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Seconds between checks of the certificate files for rotation.
+    #[arg(long, default_value_t = 2)]
+    tls_reload_interval: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckTls {
-            tls_cert_file,
-            tls_key_file,
-        } => match tls::load_server_config(&tls_cert_file, &tls_key_file) {
-            Ok(_) => {
-                eprintln!(
-                    "{} and {} form a usable serving identity",
-                    tls_cert_file.display(),
-                    tls_key_file.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {}", tls::report(&err));
-                ExitCode::FAILURE
-            }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckTls { tls } => {
+            tls::load_server_config(&tls.tls_cert_file, &tls.tls_key_file)
+                .map_err(|e| anyhow::anyhow!(tls::report(&e)))?;
+            eprintln!(
+                "{} and {} form a usable serving identity",
+                tls.tls_cert_file.display(),
+                tls.tls_key_file.display()
+            );
+            Ok(())
+        }
+        Command::WebhookConfig { namespace, service } => {
+            let config = config::webhook_configuration(
+                DEFAULT_NAME,
+                &Target::Service {
+                    namespace: namespace.clone(),
+                    name: service,
+                },
+                None,
+                &namespace,
+                None,
+            );
+            print!("{}", serde_saphyr::to_string(&config)?);
+            Ok(())
+        }
+        Command::Certs {
+            kubeconfig,
+            namespace,
+            service,
+            secret,
+            webhook_config,
+        } => {
+            let client = connect(kubeconfig.as_deref()).await?;
+            let names = vec![
+                format!("{service}.{namespace}.svc"),
+                format!("{service}.{namespace}.svc.cluster.local"),
+            ];
+            let certs = config::generate(&names)?;
+            config::store_secret(&client, &namespace, &secret, &certs).await?;
+            config::patch_ca_bundle(&client, &webhook_config, &certs.ca).await?;
+            eprintln!(
+                "wrote Secret {namespace}/{secret} for {} and set the caBundle of {webhook_config}",
+                names.join(", ")
+            );
+            Ok(())
+        }
+        Command::Serve {
+            tls,
+            listen,
+            options,
+        } => {
+            let identity = Arc::new(
+                tls::Identity::load(&tls.tls_cert_file, &tls.tls_key_file)
+                    .map_err(|e| anyhow::anyhow!(tls::report(&e)))?,
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let cache = options
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/cache/kubectl-gitops"));
+            serve(listener, identity, options, cache, None).await
+        }
+        Command::Local {
+            state_dir,
+            listen,
+            name,
+            namespace_label,
+            options,
+        } => {
+            let extra =
+                match &namespace_label {
+                    Some(label) => Some(label.split_once('=').with_context(|| {
+                        format!("--namespace-label {label:?} is not KEY=VALUE")
+                    })?),
+                    None => None,
+                };
+            let tls_dir = state_dir.join("tls");
+            let certs = match config::Certificates::read(&tls_dir) {
+                Some(certs) => certs,
+                None => {
+                    let certs =
+                        config::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+                    certs.write(&tls_dir)?;
+                    certs
+                }
+            };
+            let identity = Arc::new(
+                tls::Identity::load(&tls_dir.join("tls.crt"), &tls_dir.join("tls.key"))
+                    .map_err(|e| anyhow::anyhow!(tls::report(&e)))?,
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let address = listener.local_addr()?;
+            let client = connect(options.kubeconfig.as_deref()).await?;
+            let configuration = config::webhook_configuration(
+                &name,
+                &Target::Url(format!("https://{address}")),
+                Some(&certs.ca),
+                &options.audit_namespace,
+                extra,
+            );
+            let cache = options
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| state_dir.join("repos"));
+            let registration = (client.clone(), configuration);
+            serve(listener, identity, options, cache, Some(registration)).await
+        }
+    }
+}
+
+/// A client from `kubeconfig`, else in-cluster, else `$KUBECONFIG` / `~/.kube/config`.
+async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and none found (in-cluster or $KUBECONFIG)")?,
+    };
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    identity: Arc<tls::Identity>,
+    options: ServeOptions,
+    cache_dir: PathBuf,
+    registration: Option<(Client, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let client = match &registration {
+        Some((client, _)) => client.clone(),
+        None => connect(options.kubeconfig.as_deref()).await?,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let repos = Arc::new(Repos::new(cache_dir, metrics.clone()));
+    let (apps, writer) = reflector::store::<App>();
+    let mut policy = Policy::default();
+    policy
+        .controller_users
+        .extend(options.controller_users.iter().cloned());
+    policy.break_glass_group = Some(options.break_glass_group.clone()).filter(|g| !g.is_empty());
+    policy.break_glass_max = Duration::from_secs(options.break_glass_max_seconds);
+    let instance = options
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "admission".to_owned());
+    let webhook = Arc::new(Webhook {
+        view: View {
+            apps: apps.clone(),
+            repos: repos.clone(),
         },
+        policy,
+        metrics: metrics.clone(),
+        auditor: Some(audit::Auditor {
+            client: client.clone(),
+            namespace: options.audit_namespace.clone(),
+            instance,
+        }),
+        client: Some(client.clone()),
+        fetch_deadline: Duration::from_millis(options.fetch_deadline_ms),
+        ready: AtomicBool::new(false),
+    });
+
+    // App definitions: a watch that follows every change; a repository seen for the first
+    // time is fetched at once.
+    let watched = reflector(
+        writer,
+        watcher(Api::<App>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects();
+    {
+        let repos = repos.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut watched = std::pin::pin!(watched);
+            while let Some(event) = watched.next().await {
+                match event {
+                    Ok(app) => {
+                        if let Ok(repo) = repos.get(&app.spec.repo_url)
+                            && repo.state().last_success.is_none()
+                        {
+                            let repos = repos.clone();
+                            let client = client.clone();
+                            tokio::spawn(async move {
+                                let credentials = shared::credentials::for_app(&client, &app)
+                                    .await
+                                    .ok()
+                                    .flatten();
+                                repos
+                                    .fetch(&repo, credentials, Duration::from_secs(1))
+                                    .await;
+                            });
+                        }
+                    }
+                    Err(e) => log::event("app-watch-failed", &[("error", e.to_string().into())]),
+                }
+            }
+        });
+    }
+    {
+        let webhook = webhook.clone();
+        let apps = apps.clone();
+        tokio::spawn(async move {
+            if apps.wait_until_ready().await.is_ok() {
+                webhook.ready.store(true, Ordering::Relaxed);
+                log::event("apps-loaded", &[("apps", apps.len().into())]);
+            }
+        });
+    }
+    // Background fetches of every repository an app names.
+    {
+        let apps = apps.clone();
+        let repos = repos.clone();
+        let client = client.clone();
+        let interval = Duration::from_secs(options.fetch_interval.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                for app in apps.state() {
+                    let Ok(repo) = repos.get(&app.spec.repo_url) else {
+                        continue;
+                    };
+                    let credentials = shared::credentials::for_app(&client, &app)
+                        .await
+                        .ok()
+                        .flatten();
+                    repos.fetch(&repo, credentials, interval / 2).await;
+                }
+            }
+        });
+    }
+    // Certificate rotation.
+    {
+        let identity = identity.clone();
+        let metrics = metrics.clone();
+        let every = Duration::from_secs(options.tls_reload_interval.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match identity.reload_if_changed() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        metrics.tls_reloaded(true);
+                        log::event(
+                            "tls-reloaded",
+                            &[("cert", identity.cert_file().display().to_string().into())],
+                        );
+                    }
+                    Err(e) => {
+                        metrics.tls_reloaded(false);
+                        log::event("tls-reload-failed", &[("error", tls::report(&e).into())]);
+                    }
+                }
+            }
+        });
+    }
+
+    let address = listener.local_addr()?;
+    if let Some((client, configuration)) = &registration {
+        config::register(client, configuration).await?;
+        eprintln!(
+            "registered ValidatingWebhookConfiguration {} for https://{address}; label a namespace {}=enforce (or warn) to guard it",
+            configuration["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default(),
+            shared::admission::ENFORCEMENT_LABEL
+        );
+    }
+    log::event("serving", &[("address", address.to_string().into())]);
+    server::serve(
+        listener,
+        tls::server_config(identity),
+        server::router(webhook),
+        shutdown(),
+    )
+    .await;
+    log::event("stopped", &[]);
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -5,9 +5,13 @@ use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::RwLock;
+
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -47,8 +51,91 @@ pub fn report(err: &TlsError) -> String {
 
 /// Builds the rustls server configuration (HTTP/2 and HTTP/1.1) from PEM files.
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let identity = Arc::new(Identity::load(cert, key)?);
+    Ok(server_config(identity))
+}
+
+/// The rustls configuration that serves whatever `identity` currently holds.
+pub fn server_config(identity: Arc<Identity>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(identity);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The serving certificate and key, read from two files and read again when they change (a
+/// rotated Secret mount, cert-manager's renewal), without a restart. A pair that fails to load
+/// leaves the previous one in service.
+#[derive(Debug)]
+pub struct Identity {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    files: (Vec<u8>, Vec<u8>),
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let (certified, files) = read_pair(cert, key)?;
+        Ok(Identity {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Loaded {
+                key: certified,
+                files,
+            }),
+        })
+    }
+
+    /// Loads the files again if their contents changed. `Ok(true)` when a new pair is in service.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+        let files = (read(&self.cert), read(&self.key));
+        if self
+            .current
+            .read()
+            .is_ok_and(|current| current.files == files)
+        {
+            return Ok(false);
+        }
+        let (key, files) = read_pair(&self.cert, &self.key)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Loaded { key, files };
+        }
+        Ok(true)
+    }
+
+    pub fn cert_file(&self) -> &Path {
+        &self.cert
+    }
+}
+
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|current| current.key.clone())
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, (Vec<u8>, Vec<u8>)), TlsError> {
+    let cert_bytes = std::fs::read(cert).map_err(|e| TlsError::ReadCertificate {
+        path: cert.to_owned(),
+        source: rustls::pki_types::pem::Error::Io(e),
+    })?;
+    let key_bytes = std::fs::read(key).map_err(|e| TlsError::ReadKey {
+        path: key.to_owned(),
+        source: rustls::pki_types::pem::Error::Io(e),
+    })?;
+    let chain = CertificateDer::pem_slice_iter(&cert_bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::ReadCertificate {
             path: cert.to_owned(),
             source,
@@ -58,25 +145,20 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
             path: cert.to_owned(),
         });
     }
-    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadKey {
-        path: key.to_owned(),
-        source,
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| {
-            builder
-                .with_no_client_auth()
-                .with_single_cert(chain, private_key)
-        })
-        .map_err(|source| TlsError::Mismatch {
+    let private_key =
+        PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| TlsError::ReadKey {
+            path: key.to_owned(),
+            source,
+        })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, private_key, &provider).map_err(|source| {
+        TlsError::Mismatch {
             cert: cert.to_owned(),
             key: key.to_owned(),
             source,
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        }
+    })?;
+    Ok((Arc::new(certified), (cert_bytes, key_bytes)))
 }
 
 #[cfg(test)]
@@ -121,5 +203,29 @@ mod tests {
         let err = load_server_config(&cert, &other_key).expect_err("mismatched key");
         assert!(matches!(err, TlsError::Mismatch { .. }), "{err:?}");
         assert!(report(&err).contains("b.key"), "{}", report(&err));
+    }
+
+    #[test]
+    fn a_rotated_pair_is_served_and_a_broken_one_keeps_the_last_good() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = identity(dir.path(), "serving");
+        let served = Identity::load(&cert, &key).expect("loads");
+        let first = served.current.read().expect("lock").key.cert[0].clone();
+        assert!(!served.reload_if_changed().expect("unchanged files"));
+
+        let (new_cert, new_key) = identity(dir.path(), "next");
+        std::fs::copy(&new_cert, &cert).expect("rotate cert");
+        std::fs::copy(&new_key, &key).expect("rotate key");
+        assert!(served.reload_if_changed().expect("the new pair loads"));
+        let second = served.current.read().expect("lock").key.cert[0].clone();
+        assert_ne!(first, second, "the rotated certificate is served");
+
+        std::fs::write(&key, "garbage").expect("break the key");
+        assert!(served.reload_if_changed().is_err());
+        let still = served.current.read().expect("lock").key.cert[0].clone();
+        assert_eq!(
+            still, second,
+            "a broken pair leaves the last good one in service"
+        );
     }
 }

@@ -44,9 +44,15 @@ pub enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
     Agent(cmd::agent::AgentArgs),
-    /// Print the App CustomResourceDefinition.
-    #[command(after_help = "Examples:\n  kubectl gitops crd | kubectl apply -f -")]
-    Crd,
+    /// Print the CustomResourceDefinitions: App and AuditRecord.
+    #[command(after_help = "Examples:\n  \
+        kubectl gitops crd | kubectl apply -f -\n  \
+        kubectl gitops crd auditrecords")]
+    Crd {
+        /// Print only this one.
+        #[arg(value_enum)]
+        only: Option<CrdName>,
+    },
     /// Print the version of kubectl gitops and the provenance annotations it writes.
     #[command(after_help = "Examples:\n  kubectl gitops version")]
     Version,
@@ -58,6 +64,13 @@ pub enum Command {
         /// The shell to complete for.
         shell: Shell,
     },
+}
+
+/// The project's CustomResourceDefinitions, by plural name.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CrdName {
+    Apps,
+    Auditrecords,
 }
 
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
@@ -75,12 +88,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-gitops", out);
             Ok(exit::Code::Success)
         }
-        Command::Crd => {
-            write!(
-                out,
-                "{}",
-                serde_saphyr::to_string(&shared::app::App::crd())?
-            )?;
+        Command::Crd { only } => {
+            let app = serde_saphyr::to_string(&shared::app::App::crd())?;
+            let audit = serde_saphyr::to_string(&shared::audit::AuditRecord::crd())?;
+            match only {
+                Some(CrdName::Apps) => write!(out, "{app}")?,
+                Some(CrdName::Auditrecords) => write!(out, "{audit}")?,
+                None => write!(out, "{app}---\n{audit}")?,
+            }
             Ok(exit::Code::Success)
         }
         Command::Verify(args) => cmd::verify::run(args, out),

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt as _};
+use kube::Client;
 use shared::app::App;
 use shared::git::{Credentials, Mirror};
 
@@ -21,43 +20,9 @@ pub fn cache_dir() -> PathBuf {
     base.join("kubectl-gitops").join("repos")
 }
 
-/// Variables that give the account for HTTP(S) remotes of apps that name no credentials Secret.
-pub const USERNAME_VAR: &str = "KUBECTL_GITOPS_GIT_USERNAME";
-pub const PASSWORD_VAR: &str = "KUBECTL_GITOPS_GIT_PASSWORD";
-
-/// The account for an app's repository: its `credentialsSecret` (keys `username` and
-/// `password`, in the app's namespace), else the environment, else none.
+/// The account for an app's repository (see [`shared::credentials::for_app`]).
 pub async fn credentials(client: &Client, app: &App) -> anyhow::Result<Option<Credentials>> {
-    let Some(name) = &app.spec.credentials_secret else {
-        return Ok(
-            match (std::env::var(USERNAME_VAR), std::env::var(PASSWORD_VAR)) {
-                (Ok(username), Ok(password)) => Some(Credentials { username, password }),
-                _ => None,
-            },
-        );
-    };
-    let namespace = app.namespace().unwrap_or_default();
-    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-        .get(name)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot read the credentials Secret {namespace}/{name} of app {}",
-                app.name_any()
-            )
-        })?;
-    let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .with_context(|| {
-                format!("the credentials Secret {namespace}/{name} has no key {key:?}")
-            })
-    };
-    Ok(Some(Credentials {
-        username: field("username")?,
-        password: field("password")?,
-    }))
+    Ok(shared::credentials::for_app(client, app).await?)
 }
 
 /// Opens the mirror of `url` and fetches it, offering `credentials` if the remote asks.

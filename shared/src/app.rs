@@ -94,6 +94,10 @@ pub struct AppStatus {
     /// The last `sync-requested` annotation value the agent answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
+    /// Commit an operator rolled back to with `kubectl gitops sync --revision`: the webhook
+    /// admits writes from it although it is older than what was synced before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
     /// The most recent syncs, newest first, at most [`HISTORY_LIMIT`].
     #[serde(default)]
     pub history: Vec<SyncRecord>,
@@ -208,7 +212,7 @@ mod tests {
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == generated,
-            "manifests/crds/app.yaml is out of date: run `cargo run -q -p kubectl-gitops -- crd > manifests/crds/app.yaml`"
+            "manifests/crds/app.yaml is out of date: run `cargo run -q -p kubectl-gitops -- crd apps > manifests/crds/app.yaml`"
         );
     }
 

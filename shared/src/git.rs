@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use gix::ObjectId;
+pub use gix::ObjectId;
 use thiserror::Error;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
@@ -223,6 +223,46 @@ impl Mirror {
     /// Every file below `path` ("." for the whole tree) at `commit`, in path order.
     pub fn files(&self, commit: ObjectId, path: &str) -> Result<Vec<File>, GitError> {
         files_at(&self.repo.to_thread_local(), &self.url, commit, path)
+    }
+
+    /// The contents of the file at `path` at `commit`, or `None` when there is no such file.
+    pub fn file(&self, commit: ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let repo = self.repo.to_thread_local();
+        let read_err = |e: Source| self.read_err(&commit.to_string(), e);
+        let tree = repo
+            .find_commit(commit)
+            .map_err(|e| read_err(e.into()))?
+            .tree()
+            .map_err(|e| read_err(e.into()))?;
+        let Some(entry) = tree
+            .lookup_entry_by_path(normalise_path(path))
+            .map_err(|e| read_err(e.into()))?
+            .filter(|e| e.mode().is_blob())
+        else {
+            return Ok(None);
+        };
+        let blob = entry.object().map_err(|e| read_err(e.into()))?;
+        Ok(Some(blob.data.clone()))
+    }
+
+    /// Every fetched branch and its head.
+    pub fn branches(&self) -> Result<Vec<(String, ObjectId)>, GitError> {
+        let repo = self.repo.to_thread_local();
+        let read_err = |e: Source| self.read_err("refs", e);
+        let refs = repo.references().map_err(|e| read_err(e.into()))?;
+        let mut branches = Vec::new();
+        for reference in refs
+            .prefixed("refs/remotes/origin/")
+            .map_err(|e| read_err(e.into()))?
+            .flatten()
+        {
+            let name = reference.name().shorten().to_string();
+            let name = name.strip_prefix("origin/").unwrap_or(&name).to_owned();
+            if let Some(id) = reference.target().try_id() {
+                branches.push((name, id.to_owned()));
+            }
+        }
+        Ok(branches)
     }
 
     /// Summary, author and time of a commit.

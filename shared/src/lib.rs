@@ -4,7 +4,10 @@
 //! Both binaries call this crate, so what the plugin stamps on an object and what the webhook
 //! checks can never disagree.
 
+pub mod admission;
 pub mod app;
+pub mod audit;
+pub mod credentials;
 pub mod git;
 pub mod manifest;
 pub mod normalise;

@@ -101,17 +101,18 @@ fn start_owned() -> Cluster {
     }
 }
 
-/// Installs the App CRD from `manifests/crds/` once per run and waits until it is served.
+/// Installs the CRDs from `manifests/crds/` once per run and waits until they are served.
 pub fn install_crds() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let kubectl = cluster().kubectl();
-        let crd = crate::workspace_root().join("manifests/crds/app.yaml");
-        kubectl.ok(&["apply", "--server-side", "-f", &crd.to_string_lossy()]);
+        let crds = crate::workspace_root().join("manifests/crds");
+        kubectl.ok(&["apply", "--server-side", "-f", &crds.to_string_lossy()]);
         kubectl.ok(&[
             "wait",
             "--for=condition=Established",
             "crd/apps.gitops.kubectl-gitops.dev",
+            "crd/auditrecords.gitops.kubectl-gitops.dev",
             "--timeout=60s",
         ]);
     });

@@ -1,0 +1,361 @@
+//! What the webhook knows: the app definitions (a watch) and a Git mirror per repository, with
+//! the answers it has already computed cached so the allow path costs no Git work.
+//!
+//! Facts about commits never change once known (a commit's files, its ancestry), so those caches
+//! are only bounded, never invalidated; branch heads are read again after every fetch.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use shared::admission::{Knowledge, Lookup};
+use shared::app::App;
+use shared::git::{Credentials, Mirror, ObjectId};
+use shared::manifest::{self, Manifest};
+
+use crate::metrics::Metrics;
+
+/// Entries a cache keeps before it starts over.
+const CACHE_LIMIT: usize = 50_000;
+
+/// The mirrors of every repository an app names.
+#[derive(Debug)]
+pub struct Repos {
+    cache_dir: PathBuf,
+    repos: RwLock<HashMap<String, Arc<Repo>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One repository: its mirror, what was learned from it, and how its fetches went.
+#[derive(Debug)]
+pub struct Repo {
+    url: String,
+    mirror: Mirror,
+    facts: Mutex<Facts>,
+    /// Serialises fetches; holds when the last one finished.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+    state: Mutex<FetchState>,
+}
+
+#[derive(Debug, Default)]
+struct Facts {
+    commits: HashSet<ObjectId>,
+    ancestry: HashMap<(ObjectId, ObjectId), bool>,
+    heads: HashMap<String, ObjectId>,
+    files: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
+    trees: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
+}
+
+/// How the fetches of a repository went, for readiness and logs.
+#[derive(Debug, Default, Clone)]
+pub struct FetchState {
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+    /// Whether the mirror holds any branch (fetched now or by an earlier run).
+    pub loaded: bool,
+}
+
+impl Repos {
+    pub fn new(cache_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+        Repos {
+            cache_dir,
+            repos: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The repository at `url`, its mirror opened (not fetched) on first use.
+    pub fn get(&self, url: &str) -> Result<Arc<Repo>, String> {
+        if let Some(repo) = self.repos.read().ok().and_then(|r| r.get(url).cloned()) {
+            return Ok(repo);
+        }
+        let mirror = Mirror::open(url, &self.cache_dir).map_err(|e| error_chain(&e))?;
+        let loaded = mirror.branches().is_ok_and(|b| !b.is_empty());
+        let repo = Arc::new(Repo {
+            url: url.to_owned(),
+            mirror,
+            facts: Mutex::new(Facts::default()),
+            fetching: tokio::sync::Mutex::new(None),
+            state: Mutex::new(FetchState {
+                loaded,
+                ..FetchState::default()
+            }),
+        });
+        let mut repos = self
+            .repos
+            .write()
+            .map_err(|_| "mirror table poisoned".to_owned())?;
+        Ok(repos.entry(url.to_owned()).or_insert(repo).clone())
+    }
+
+    pub fn all(&self) -> Vec<Arc<Repo>> {
+        self.repos
+            .read()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Fetches `repo` unless a fetch finished within `fresh`; waits for a fetch already running
+    /// instead of starting another. Returns whether this call fetched.
+    pub async fn fetch(
+        &self,
+        repo: &Arc<Repo>,
+        credentials: Option<Credentials>,
+        fresh: Duration,
+    ) -> bool {
+        let mut last = repo.fetching.lock().await;
+        if last.is_some_and(|t| t.elapsed() < fresh) {
+            return false;
+        }
+        let worker = repo.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || worker.mirror.fetch(credentials.as_ref())).await;
+        let outcome = match outcome {
+            Ok(result) => result.map_err(|e| error_chain(&e)),
+            Err(e) => Err(format!("the fetch task failed: {e}")),
+        };
+        *last = Some(Instant::now());
+        self.metrics.fetched(&repo.url, outcome.is_ok());
+        if let Ok(mut state) = repo.state.lock() {
+            match &outcome {
+                Ok(_) => {
+                    state.last_success = Some(SystemTime::now());
+                    state.last_error = None;
+                    state.loaded = true;
+                }
+                Err(e) => state.last_error = Some(e.clone()),
+            }
+        }
+        if let Ok(mut facts) = repo.facts.lock() {
+            facts.heads.clear();
+        }
+        if let Err(e) = &outcome {
+            crate::log::event(
+                "fetch-failed",
+                &[
+                    ("repo", repo.url.as_str().into()),
+                    ("error", e.as_str().into()),
+                ],
+            );
+        }
+        true
+    }
+}
+
+impl Repo {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn state(&self) -> FetchState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn commit_id(&self, commit: &str) -> Lookup<Option<ObjectId>> {
+        let Ok(id) = ObjectId::from_hex(commit.as_bytes()) else {
+            return Ok(None);
+        };
+        if self.facts.lock().is_ok_and(|f| f.commits.contains(&id)) {
+            return Ok(Some(id));
+        }
+        match self.mirror.resolve(commit) {
+            Ok(found) if found == id => {
+                if let Ok(mut facts) = self.facts.lock() {
+                    if facts.commits.len() >= CACHE_LIMIT {
+                        facts.commits.clear();
+                    }
+                    facts.commits.insert(id);
+                }
+                Ok(Some(id))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn known(&self, commit: &str) -> Lookup<ObjectId> {
+        self.commit_id(commit)?
+            .ok_or_else(|| format!("commit {commit} is not in the mirror of {}", self.url))
+    }
+
+    fn head(&self, branch: &str) -> Lookup<ObjectId> {
+        if let Some(id) = self
+            .facts
+            .lock()
+            .ok()
+            .and_then(|f| f.heads.get(branch).copied())
+        {
+            return Ok(id);
+        }
+        let id = self
+            .mirror
+            .branch_head(branch)
+            .map_err(|e| error_chain(&e))?;
+        if let Ok(mut facts) = self.facts.lock() {
+            facts.heads.insert(branch.to_owned(), id);
+        }
+        Ok(id)
+    }
+
+    fn ancestry(&self, ancestor: ObjectId, descendant: ObjectId) -> Lookup<bool> {
+        let key = (ancestor, descendant);
+        if let Some(known) = self
+            .facts
+            .lock()
+            .ok()
+            .and_then(|f| f.ancestry.get(&key).copied())
+        {
+            return Ok(known);
+        }
+        let answer = self
+            .mirror
+            .is_ancestor(ancestor, descendant)
+            .map_err(|e| error_chain(&e))?;
+        if let Ok(mut facts) = self.facts.lock() {
+            if facts.ancestry.len() >= CACHE_LIMIT {
+                facts.ancestry.clear();
+            }
+            facts.ancestry.insert(key, answer);
+        }
+        Ok(answer)
+    }
+
+    fn file(&self, commit: ObjectId, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
+        let key = (commit, path.to_owned());
+        if let Some(found) = self
+            .facts
+            .lock()
+            .ok()
+            .and_then(|f| f.files.get(&key).cloned())
+        {
+            return Ok(found);
+        }
+        let manifests = match self
+            .mirror
+            .file(commit, path)
+            .map_err(|e| error_chain(&e))?
+        {
+            None => Vec::new(),
+            Some(bytes) => manifest::load([(path, bytes.as_slice())])
+                .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?,
+        };
+        let manifests = Arc::new(manifests);
+        if let Ok(mut facts) = self.facts.lock() {
+            if facts.files.len() >= CACHE_LIMIT {
+                facts.files.clear();
+            }
+            facts.files.insert(key, manifests.clone());
+        }
+        Ok(manifests)
+    }
+
+    fn tree(&self, commit: ObjectId, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
+        let key = (commit, path.to_owned());
+        if let Some(found) = self
+            .facts
+            .lock()
+            .ok()
+            .and_then(|f| f.trees.get(&key).cloned())
+        {
+            return Ok(found);
+        }
+        let files = self
+            .mirror
+            .files(commit, path)
+            .map_err(|e| error_chain(&e))?;
+        let manifests = manifest::load(
+            files
+                .iter()
+                .map(|f| (f.path.as_str(), f.contents.as_slice())),
+        )
+        .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?;
+        let manifests = Arc::new(manifests);
+        if let Ok(mut facts) = self.facts.lock() {
+            if facts.trees.len() > 64 {
+                facts.trees.clear();
+            }
+            facts.trees.insert(key, manifests.clone());
+        }
+        Ok(manifests)
+    }
+}
+
+/// The decision's view of apps and Git.
+#[derive(Clone)]
+pub struct View {
+    pub apps: Store<App>,
+    pub repos: Arc<Repos>,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("apps", &self.apps.len())
+            .finish()
+    }
+}
+
+impl View {
+    fn repo(&self, app: &App) -> Lookup<Arc<Repo>> {
+        self.repos.get(&app.spec.repo_url)
+    }
+}
+
+impl Knowledge for View {
+    fn app(&self, key: &str) -> Option<Arc<App>> {
+        let (namespace, name) = key.split_once('/')?;
+        self.apps.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn has_commit(&self, app: &App, commit: &str) -> Lookup<bool> {
+        Ok(self.repo(app)?.commit_id(commit)?.is_some())
+    }
+
+    fn is_ancestor(&self, app: &App, ancestor: &str, descendant: &str) -> Lookup<bool> {
+        let repo = self.repo(app)?;
+        repo.ancestry(repo.known(ancestor)?, repo.known(descendant)?)
+    }
+
+    fn branch_head(&self, app: &App) -> Lookup<String> {
+        Ok(self.repo(app)?.head(&app.spec.branch)?.to_string())
+    }
+
+    fn branches_with(&self, app: &App, commit: &str) -> Vec<String> {
+        let Ok(repo) = self.repo(app) else {
+            return Vec::new();
+        };
+        let Ok(id) = repo.known(commit) else {
+            return Vec::new();
+        };
+        let branches = repo.mirror.branches().unwrap_or_default();
+        branches
+            .into_iter()
+            .filter(|(_, head)| repo.ancestry(id, *head).unwrap_or(false))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    fn manifests(&self, app: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
+        let repo = self.repo(app)?;
+        repo.file(repo.known(commit)?, path)
+    }
+
+    fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>> {
+        let repo = self.repo(app)?;
+        let head = repo.head(&app.spec.branch)?;
+        repo.tree(head, &app.spec.path)
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

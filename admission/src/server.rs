@@ -1,0 +1,369 @@
+//! Serving reviews: HTTPS (HTTP/1.1 and HTTP/2) with a certificate that reloads on rotation,
+//! `/validate/{enforce,warn,apps}`, `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use kube::api::{ApiResource, DynamicObject};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use shared::admission::{self, AdmissionRequest, AdmissionReview, Outcome, Policy, Scope, Verdict};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::Auditor;
+use crate::knowledge::View;
+use crate::log;
+use crate::metrics::Metrics;
+
+/// Largest review accepted; the apiserver's own request limit is 3 MiB, a review carries the
+/// object twice.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Everything a review needs.
+pub struct Webhook {
+    pub view: View,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+    /// Writes records; `None` only in the benchmark, which measures the decision alone.
+    pub auditor: Option<Auditor>,
+    /// Reads the parent of a scale and credentials for on-demand fetches.
+    pub client: Option<Client>,
+    /// How long a review may wait for a fetch of a commit it does not know.
+    pub fetch_deadline: Duration,
+    pub ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("view", &self.view)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/validate/{scope}", post(validate))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(webhook)
+}
+
+async fn validate(
+    State(webhook): State<Arc<Webhook>>,
+    Path(scope): Path<String>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let scope = match scope.as_str() {
+        "enforce" => Scope::Enforce,
+        "warn" => Scope::Warn,
+        "apps" => Scope::Apps,
+        other => {
+            return bad_request(
+                &webhook,
+                format!("unknown webhook path /validate/{other}: use enforce, warn or apps"),
+            );
+        }
+    };
+    let review: AdmissionReview = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(e) => return bad_request(&webhook, format!("the body is not an AdmissionReview: {e}")),
+    };
+    let Some(request) = review.request else {
+        return bad_request(
+            &webhook,
+            "the AdmissionReview carries no request".to_owned(),
+        );
+    };
+    let request = Arc::new(request);
+    let verdict = webhook.review(request.clone(), scope).await;
+    let verdict_label = match (verdict.allowed, verdict.outcome) {
+        (false, _) => "denied",
+        (true, Some(Outcome::BreakGlass)) => "break-glass",
+        (true, Some(Outcome::Warned)) => "warned",
+        (true, _) => "allowed",
+    };
+    webhook
+        .metrics
+        .verdict(verdict_label, verdict.reason.as_str(), started.elapsed());
+    if verdict.outcome.is_some() || !verdict.allowed {
+        log::event(
+            "review",
+            &[
+                ("uid", request.uid.as_str().into()),
+                ("verb", request.operation.as_str().into()),
+                ("kind", request.kind.kind.as_str().into()),
+                (
+                    "namespace",
+                    request.namespace.clone().unwrap_or_default().into(),
+                ),
+                ("name", request.name.as_str().into()),
+                ("user", request.user_info.username.as_str().into()),
+                ("verdict", verdict_label.into()),
+                ("reason", verdict.reason.as_str().into()),
+                ("dryRun", request.is_dry_run().into()),
+                ("micros", (started.elapsed().as_micros() as u64).into()),
+            ],
+        );
+    }
+    axum::Json(admission::response(&request.uid, &verdict)).into_response()
+}
+
+fn bad_request(webhook: &Webhook, message: String) -> Response {
+    webhook.metrics.malformed();
+    log::event("malformed-review", &[("error", message.as_str().into())]);
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
+impl Webhook {
+    /// Decides a review, fetching the app's repository once when that may change the answer,
+    /// and records it before answering when Git does not explain it.
+    pub async fn review(&self, request: Arc<AdmissionRequest>, scope: Scope) -> Verdict {
+        let (request, parent) = match self.scale_parent(&request).await {
+            Ok(found) => found,
+            Err(message) => {
+                let mut verdict = Verdict::malformed(message);
+                verdict.reason = admission::Reason::GitUnavailable;
+                return verdict;
+            }
+        };
+        let mut verdict = self.decide(&request, scope, parent.clone()).await;
+        if verdict.fetch_may_help
+            && let Some(app) = verdict
+                .app
+                .as_deref()
+                .and_then(|k| admission::Knowledge::app(&self.view, k))
+            && self.fetch_now(&app).await
+        {
+            verdict = self.decide(&request, scope, parent).await;
+        }
+        let Some(outcome) = verdict.outcome else {
+            return verdict;
+        };
+        if request.is_dry_run() {
+            return verdict;
+        }
+        let Some(auditor) = &self.auditor else {
+            return verdict;
+        };
+        if let Err(e) = auditor.record(&request, &verdict, outcome).await {
+            self.metrics.audit_failed();
+            log::event(
+                "audit-failed",
+                &[
+                    ("uid", request.uid.as_str().into()),
+                    ("error", e.to_string().into()),
+                ],
+            );
+            if outcome == Outcome::BreakGlass {
+                verdict.allowed = false;
+                verdict.outcome = Some(Outcome::Denied);
+                verdict.message = format!(
+                    "{}\nbreak-glass refused: the audit record could not be written ({e})",
+                    verdict.message
+                );
+                verdict.warnings.clear();
+            }
+            return verdict;
+        }
+        auditor.event(&request, &verdict, outcome);
+        verdict
+    }
+
+    async fn decide(
+        &self,
+        request: &Arc<AdmissionRequest>,
+        scope: Scope,
+        parent: Option<Value>,
+    ) -> Verdict {
+        let view = self.view.clone();
+        let policy = self.policy.clone();
+        let request = request.clone();
+        let now = jiff::Timestamp::now();
+        tokio::task::spawn_blocking(move || {
+            admission::decide(&request, scope, &policy, &view, parent.as_ref(), now)
+        })
+        .await
+        .unwrap_or_else(|e| Verdict::malformed(format!("the decision failed: {e}")))
+    }
+
+    /// Fetches the app's repository under the deadline. Whether a fetch finished in time.
+    async fn fetch_now(&self, app: &shared::app::App) -> bool {
+        let Ok(repo) = self.view.repos.get(&app.spec.repo_url) else {
+            return false;
+        };
+        let credentials = match &self.client {
+            Some(client) => shared::credentials::for_app(client, app)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let repos = self.view.repos.clone();
+        let fetch = async move {
+            repos
+                .fetch(&repo, credentials, Duration::from_millis(250))
+                .await
+        };
+        tokio::time::timeout(self.fetch_deadline, fetch)
+            .await
+            .is_ok()
+    }
+
+    /// For the scale subresource: the review with the parent's kind, and the live parent.
+    async fn scale_parent(
+        &self,
+        request: &Arc<AdmissionRequest>,
+    ) -> Result<(Arc<AdmissionRequest>, Option<Value>), String> {
+        if request.sub_resource.as_deref() != Some("scale") {
+            return Ok((request.clone(), None));
+        }
+        let Some(client) = &self.client else {
+            return Ok((request.clone(), None));
+        };
+        let r = &request.resource;
+        let resource = ApiResource {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            api_version: if r.group.is_empty() {
+                r.version.clone()
+            } else {
+                format!("{}/{}", r.group, r.version)
+            },
+            kind: String::new(),
+            plural: r.resource.clone(),
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let parent = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)
+            .get(&request.name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read {} {namespace}/{} to check its scale: {e}",
+                    r.resource, request.name
+                )
+            })?;
+        let parent = serde_json::to_value(parent).map_err(|e| e.to_string())?;
+        let mut with_kind = (**request).clone();
+        if let Some(kind) = parent["kind"].as_str() {
+            with_kind.kind.kind = kind.to_owned();
+            with_kind.kind.group = r.group.clone();
+            with_kind.kind.version = r.version.clone();
+        }
+        Ok((Arc::new(with_kind), Some(parent)))
+    }
+
+    /// Readiness and its detail: the app definitions are loaded, and every repository they name
+    /// has a mirror to decide from.
+    pub fn readiness(&self) -> (bool, String) {
+        let mut ready = self.ready.load(Ordering::Relaxed);
+        let mut detail = format!(
+            "app definitions: {}\n",
+            if ready {
+                format!("{} loaded", self.view.apps.len())
+            } else {
+                "loading".into()
+            }
+        );
+        for repo in self.view.repos.all() {
+            let state = repo.state();
+            ready &= state.loaded;
+            let age = state
+                .last_success
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| format!("fetched {}s ago", d.as_secs()))
+                .unwrap_or_else(|| "not fetched by this process".into());
+            let line = match (&state.last_error, state.loaded) {
+                (Some(e), true) => format!(
+                    "{}: {age}; last fetch failed, deciding from the mirror: {e}",
+                    repo.url()
+                ),
+                (Some(e), false) => format!("{}: no mirror yet: {e}", repo.url()),
+                (None, _) => format!("{}: {age}", repo.url()),
+            };
+            detail.push_str(&line);
+            detail.push('\n');
+        }
+        (ready, detail)
+    }
+}
+
+async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
+    let (ready, detail) = webhook.readiness();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, detail).into_response()
+}
+
+async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        webhook.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    log::event("accept-failed", &[("error", e.to_string().into())]);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            builder.http2().timer(TokioTimer::new());
+            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}

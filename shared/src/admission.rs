@@ -1,0 +1,1140 @@
+//! The admission decision: whether a write to the cluster is traceable to a commit on the
+//! protected branch. The webhook calls [`decide`] for every review; `kubectl gitops verify`
+//! checks manifests with the same manifest loading and provenance code, so the two agree.
+//!
+//! The decision is pure: what it needs to know about apps and Git comes through [`Knowledge`],
+//! which the webhook backs with its watch of app definitions and its Git mirrors.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::{App, Enforcement};
+use crate::manifest::Manifest;
+use crate::normalise;
+use crate::provenance::{APP_ANNOTATION, COMMIT_ANNOTATION, Provenance};
+
+/// Annotation with the reason of a break-glass write; required with [`BREAK_GLASS_EXPIRES`].
+pub const BREAK_GLASS_REASON: &str = "gitops.kubectl-gitops.dev/break-glass-reason";
+/// Annotation with the RFC 3339 time until which a break-glass write stands.
+pub const BREAK_GLASS_EXPIRES: &str = "gitops.kubectl-gitops.dev/break-glass-expires";
+
+/// Namespace label that puts a namespace under the webhook: `enforce` or `warn`.
+pub const ENFORCEMENT_LABEL: &str = "gitops.kubectl-gitops.dev/enforcement";
+
+/// An AdmissionReview (admission.k8s.io/v1) as the apiserver sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub request: Option<AdmissionRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub old_object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl AdmissionRequest {
+    /// `Kind namespace/name`, the way messages name the object.
+    pub fn object_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) if !ns.is_empty() => format!("{} {}/{}", self.kind.kind, ns, self.name),
+            _ => format!("{} {}", self.kind.kind, self.name),
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run == Some(true)
+    }
+}
+
+/// The AdmissionReview answer for `uid`.
+pub fn response(uid: &str, verdict: &Verdict) -> Value {
+    let mut response = json!({"uid": uid, "allowed": verdict.allowed});
+    if !verdict.allowed {
+        response["status"] = json!({
+            "code": 403,
+            "reason": "Forbidden",
+            "message": verdict.message,
+        });
+    }
+    if !verdict.warnings.is_empty() {
+        response["warnings"] = json!(verdict.warnings);
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// Which webhook of the configuration sent the review: the namespace's enforcement mode, or the
+/// one that guards app definitions wherever they live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Enforce,
+    Warn,
+    Apps,
+}
+
+/// Who counts as a controller, and who may break the glass.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// User names of controllers; an entry ending in `*` is a prefix.
+    pub controller_users: Vec<String>,
+    /// Groups whose members are controllers (kubelets).
+    pub controller_groups: Vec<String>,
+    /// Group allowed to write outside Git with a reason and an expiry.
+    pub break_glass_group: Option<String>,
+    /// Longest a break-glass write may stand.
+    pub break_glass_max: std::time::Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            controller_users: vec![
+                "system:kube-controller-manager".into(),
+                "system:kube-scheduler".into(),
+                "system:serviceaccount:kube-system:*".into(),
+            ],
+            controller_groups: vec!["system:nodes".into()],
+            break_glass_group: Some("gitops:break-glass".into()),
+            break_glass_max: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Policy {
+    pub fn is_controller(&self, user: &UserInfo) -> bool {
+        self.controller_users
+            .iter()
+            .any(|u| match u.strip_suffix('*') {
+                Some(prefix) => user.username.starts_with(prefix),
+                None => &user.username == u,
+            })
+            || user
+                .groups
+                .iter()
+                .any(|g| self.controller_groups.contains(g))
+    }
+
+    fn may_break_glass(&self, user: &UserInfo) -> bool {
+        self.break_glass_group
+            .as_ref()
+            .is_some_and(|g| user.groups.contains(g))
+    }
+}
+
+/// An answer from Git: `Err` when the mirror cannot say (it is named in the message).
+pub type Lookup<T> = Result<T, String>;
+
+/// What the decision needs to know: app definitions and their Git history.
+pub trait Knowledge {
+    /// The app `namespace/name`, as the app annotation names it.
+    fn app(&self, key: &str) -> Option<Arc<App>>;
+    /// Whether the mirror of the app's repository holds `commit`.
+    fn has_commit(&self, app: &App, commit: &str) -> Lookup<bool>;
+    /// Whether `ancestor` is reachable from `descendant` (or is it).
+    fn is_ancestor(&self, app: &App, ancestor: &str, descendant: &str) -> Lookup<bool>;
+    /// The head of the app's branch, as far as the mirror knows.
+    fn branch_head(&self, app: &App) -> Lookup<String>;
+    /// Branches of the repository that hold `commit` (for messages).
+    fn branches_with(&self, app: &App, commit: &str) -> Vec<String>;
+    /// The manifests of one file at a commit; empty when the file does not exist there.
+    fn manifests(&self, app: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>>;
+    /// The manifests under the app's path at the head of its branch.
+    fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>>;
+}
+
+/// Why a write was admitted or refused. Refusals each name the contract condition they break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    // Admitted.
+    Traceable,
+    Unmanaged,
+    Controller,
+    Subresource,
+    Pruned,
+    Orphaned,
+    AppUnchanged,
+    BreakGlass,
+    Warned,
+    // Refused.
+    FieldChanged,
+    ScaleManaged,
+    LabelChanged,
+    AnnotationChanged,
+    ContentDiffers,
+    DeleteOnBranch,
+    NoProvenance,
+    ProvenanceRemoved,
+    UnknownApp,
+    AppChanged,
+    UnknownCommit,
+    NotOnBranch,
+    NotDeclared,
+    Downgrade,
+    AppRepointed,
+    BreakGlassInvalid,
+    GitUnavailable,
+    Malformed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Traceable => "traceable",
+            Reason::Unmanaged => "unmanaged",
+            Reason::Controller => "controller",
+            Reason::Subresource => "subresource",
+            Reason::Pruned => "pruned",
+            Reason::Orphaned => "orphaned",
+            Reason::AppUnchanged => "app-unchanged",
+            Reason::BreakGlass => "break-glass",
+            Reason::Warned => "warned",
+            Reason::FieldChanged => "field-changed",
+            Reason::ScaleManaged => "scale-managed",
+            Reason::LabelChanged => "label-changed",
+            Reason::AnnotationChanged => "annotation-changed",
+            Reason::ContentDiffers => "content-differs",
+            Reason::DeleteOnBranch => "delete-on-branch",
+            Reason::NoProvenance => "no-provenance",
+            Reason::ProvenanceRemoved => "provenance-removed",
+            Reason::UnknownApp => "unknown-app",
+            Reason::AppChanged => "app-changed",
+            Reason::UnknownCommit => "unknown-commit",
+            Reason::NotOnBranch => "not-on-branch",
+            Reason::NotDeclared => "not-declared",
+            Reason::Downgrade => "downgrade",
+            Reason::AppRepointed => "app-repointed",
+            Reason::BreakGlassInvalid => "break-glass-invalid",
+            Reason::GitUnavailable => "git-unavailable",
+            Reason::Malformed => "malformed",
+        }
+    }
+
+    /// Which condition of the contract a refusal breaks, as messages cite it.
+    fn condition(self) -> &'static str {
+        match self {
+            Reason::UnknownCommit => "condition 1: the commit exists in the app's repository",
+            Reason::NotOnBranch => "condition 2: the commit is on the protected branch",
+            Reason::NotDeclared | Reason::UnknownApp | Reason::AppChanged => {
+                "condition 3: the source file at that commit declares this object"
+            }
+            Reason::Downgrade => "condition 5: no downgrade to an older commit",
+            Reason::NoProvenance | Reason::ProvenanceRemoved => {
+                "objects in an enforced namespace carry the provenance of a sync"
+            }
+            Reason::DeleteOnBranch => {
+                "an object still on the branch is deleted by removing it from Git"
+            }
+            Reason::AppRepointed => "an app is re-pointed only from Git",
+            Reason::GitUnavailable => "the webhook must read Git to decide",
+            Reason::BreakGlassInvalid => "break-glass needs a reason and an expiry",
+            _ => "condition 4: every change is explained by the manifest at that commit",
+        }
+    }
+
+    pub fn is_refusal(self) -> bool {
+        !matches!(
+            self,
+            Reason::Traceable
+                | Reason::Unmanaged
+                | Reason::Controller
+                | Reason::Subresource
+                | Reason::Pruned
+                | Reason::Orphaned
+                | Reason::AppUnchanged
+                | Reason::BreakGlass
+                | Reason::Warned
+        )
+    }
+}
+
+/// What to keep of a write that Git does not explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Outcome {
+    Denied,
+    Warned,
+    BreakGlass,
+}
+
+/// A break-glass write's declared reason and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BreakGlass {
+    pub reason: String,
+    pub expires: String,
+}
+
+/// The answer to one review.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// The reason the write was admitted or, for a refused, warned or break-glass write, the
+    /// condition it breaks.
+    pub reason: Reason,
+    pub message: String,
+    pub warnings: Vec<String>,
+    /// Set when the write is not explained by Git: it must be recorded (unless a dry run).
+    pub outcome: Option<Outcome>,
+    pub app: Option<String>,
+    pub commit: Option<String>,
+    pub break_glass: Option<BreakGlass>,
+    /// The verdict may change once the mirror has fetched (an unknown or unmerged commit, or a
+    /// delete of an object that may have just left the branch).
+    pub fetch_may_help: bool,
+}
+
+impl Verdict {
+    fn allow(reason: Reason) -> Self {
+        Verdict {
+            allowed: true,
+            reason,
+            message: String::new(),
+            warnings: Vec::new(),
+            outcome: None,
+            app: None,
+            commit: None,
+            break_glass: None,
+            fetch_may_help: false,
+        }
+    }
+
+    /// A refusal of a malformed review.
+    pub fn malformed(message: String) -> Self {
+        Verdict {
+            allowed: false,
+            reason: Reason::Malformed,
+            message,
+            ..Verdict::allow(Reason::Malformed)
+        }
+    }
+}
+
+/// Decides one write. For the scale subresource, `parent` is the live object being scaled (the
+/// review carries only the Scale).
+pub fn decide(
+    request: &AdmissionRequest,
+    scope: Scope,
+    policy: &Policy,
+    knowledge: &dyn Knowledge,
+    parent: Option<&Value>,
+    now: jiff::Timestamp,
+) -> Verdict {
+    let write = match Write::from_request(request, parent) {
+        Ok(Some(write)) => write,
+        Ok(None) => return Verdict::allow(Reason::Subresource),
+        Err(message) => return Verdict::malformed(message),
+    };
+    let decision = Decision {
+        request,
+        write: &write,
+        policy,
+        knowledge,
+        controller: policy.is_controller(&request.user_info),
+    };
+    match decision.run(scope) {
+        Ok(verdict) => verdict,
+        Err(violation) => decision.refuse(violation, scope, now),
+    }
+}
+
+/// The object before and after the write, as the decision compares them.
+#[derive(Debug)]
+struct Write {
+    operation: Operation,
+    old: Option<Value>,
+    new: Option<Value>,
+    scale: bool,
+}
+
+impl Write {
+    fn from_request(
+        request: &AdmissionRequest,
+        parent: Option<&Value>,
+    ) -> Result<Option<Self>, String> {
+        let object = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
+        match request.sub_resource.as_deref() {
+            None | Some("") => {}
+            Some("scale") => {
+                let Some(parent) = parent else {
+                    return Ok(None);
+                };
+                let replicas = request
+                    .object
+                    .as_ref()
+                    .and_then(|s| s.pointer("/spec/replicas"))
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "the scale of {} names no spec.replicas",
+                            request.object_name()
+                        )
+                    })?;
+                let mut new = parent.clone();
+                new["spec"]["replicas"] = replicas;
+                return Ok(Some(Write {
+                    operation: Operation::Update,
+                    old: Some(parent.clone()),
+                    new: Some(new),
+                    scale: true,
+                }));
+            }
+            Some(_) => return Ok(None),
+        }
+        let write = Write {
+            operation: request.operation,
+            old: object(&request.old_object),
+            new: object(&request.object),
+            scale: false,
+        };
+        match write.operation {
+            Operation::Create if write.new.is_none() => Err(format!(
+                "the review to create {} carries no object",
+                request.object_name()
+            )),
+            Operation::Update if write.new.is_none() || write.old.is_none() => Err(format!(
+                "the review to update {} lacks the object or the old object",
+                request.object_name()
+            )),
+            Operation::Connect => Ok(None),
+            _ => Ok(Some(write)),
+        }
+    }
+}
+
+/// Why Git does not explain a write, before enforcement mode and break-glass are applied.
+#[derive(Debug)]
+struct Violation {
+    reason: Reason,
+    detail: String,
+    app: Option<Arc<App>>,
+    commit: Option<String>,
+    fetch_may_help: bool,
+}
+
+fn violation(reason: Reason, detail: impl Into<String>) -> Violation {
+    Violation {
+        reason,
+        detail: detail.into(),
+        app: None,
+        commit: None,
+        fetch_may_help: false,
+    }
+}
+
+struct Decision<'a> {
+    request: &'a AdmissionRequest,
+    write: &'a Write,
+    policy: &'a Policy,
+    knowledge: &'a dyn Knowledge,
+    controller: bool,
+}
+
+impl Decision<'_> {
+    fn run(&self, scope: Scope) -> Result<Verdict, Violation> {
+        let old_provenance = self.write.old.as_ref().and_then(Provenance::read);
+        let new_provenance = self.write.new.as_ref().and_then(Provenance::read);
+        if scope == Scope::Apps && old_provenance.is_none() && new_provenance.is_none() {
+            return self.unmanaged_app();
+        }
+        if self.write.operation == Operation::Delete {
+            return self.delete(old_provenance);
+        }
+        let Some(provenance) = new_provenance else {
+            if old_provenance.is_some() {
+                return Err(violation(
+                    Reason::ProvenanceRemoved,
+                    "the write removes the provenance annotations of a managed object",
+                ));
+            }
+            if self.controller {
+                return Ok(Verdict::allow(Reason::Controller));
+            }
+            return Err(violation(
+                Reason::NoProvenance,
+                "the object carries no provenance: it was not written by a sync from Git",
+            ));
+        };
+        self.managed_write(&provenance, old_provenance.as_ref())
+    }
+
+    /// An app definition that is not itself managed from Git: creating it is onboarding; changing
+    /// where it syncs from is not allowed outside Git.
+    fn unmanaged_app(&self) -> Result<Verdict, Violation> {
+        if self.write.operation != Operation::Update {
+            return Ok(Verdict::allow(Reason::Unmanaged));
+        }
+        let source = |v: &Option<Value>| {
+            let spec = v.as_ref().map(|v| &v["spec"]);
+            let field = |name: &str, default: &str| {
+                spec.and_then(|s| s[name].as_str())
+                    .unwrap_or(default)
+                    .to_owned()
+            };
+            (
+                field("repoURL", ""),
+                field("branch", "main"),
+                field("path", "."),
+            )
+        };
+        let (old, new) = (source(&self.write.old), source(&self.write.new));
+        if old == new {
+            return Ok(Verdict::allow(Reason::AppUnchanged));
+        }
+        Err(violation(
+            Reason::AppRepointed,
+            format!(
+                "the write re-points the app from {} branch {} path {} to {} branch {} path {}; \
+                 an app changes its source only when the change comes from Git",
+                old.0, old.1, old.2, new.0, new.1, new.2
+            ),
+        ))
+    }
+
+    fn delete(&self, provenance: Option<Provenance>) -> Result<Verdict, Violation> {
+        let Some(provenance) = provenance else {
+            return Ok(Verdict::allow(Reason::Unmanaged));
+        };
+        if self.controller {
+            return Ok(Verdict::allow(Reason::Controller));
+        }
+        let Some(app) = self.knowledge.app(&provenance.app) else {
+            return Ok(Verdict::allow(Reason::Orphaned));
+        };
+        let with = |mut v: Violation| {
+            v.app = Some(app.clone());
+            v.commit = Some(provenance.commit.clone());
+            v
+        };
+        let head = self
+            .knowledge
+            .head_manifests(&app)
+            .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+        match head.iter().find(|m| self.declares(m, &app)) {
+            Some(m) => Err(Violation {
+                fetch_may_help: true,
+                ..with(violation(
+                    Reason::DeleteOnBranch,
+                    format!(
+                        "the object is still declared in {} at the head of branch {}",
+                        m.location(),
+                        app.spec.branch
+                    ),
+                ))
+            }),
+            None => Ok(Verdict::allow(Reason::Pruned)),
+        }
+    }
+
+    fn managed_write(
+        &self,
+        provenance: &Provenance,
+        old: Option<&Provenance>,
+    ) -> Result<Verdict, Violation> {
+        let commit = provenance.commit.as_str();
+        let unknown_app = || {
+            violation(
+                Reason::UnknownApp,
+                format!(
+                    "annotation {APP_ANNOTATION} names app {}, which does not exist",
+                    provenance.app
+                ),
+            )
+        };
+        let app = self
+            .knowledge
+            .app(&provenance.app)
+            .ok_or_else(unknown_app)?;
+        let with = |mut v: Violation| {
+            v.app = Some(app.clone());
+            v.commit = Some(commit.to_owned());
+            v
+        };
+        if let Some(old) = old
+            && old.app != provenance.app
+        {
+            return Err(with(violation(
+                Reason::AppChanged,
+                format!(
+                    "the object belongs to app {}; the write claims it for app {}",
+                    old.app, provenance.app
+                ),
+            )));
+        }
+        let git = |r: Lookup<bool>| r.map_err(|e| with(violation(Reason::GitUnavailable, e)));
+        if !git(self.knowledge.has_commit(&app, commit))? {
+            return Err(Violation {
+                fetch_may_help: true,
+                ..with(violation(
+                    Reason::UnknownCommit,
+                    format!("commit {commit} does not exist in {}", app.spec.repo_url),
+                ))
+            });
+        }
+        let head = self
+            .knowledge
+            .branch_head(&app)
+            .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+        if !git(self.knowledge.is_ancestor(&app, commit, &head))? {
+            let branches = self.knowledge.branches_with(&app, commit);
+            let where_ = if branches.is_empty() {
+                "on no branch".to_owned()
+            } else {
+                format!("only on {}", branches.join(", "))
+            };
+            return Err(Violation {
+                fetch_may_help: true,
+                ..with(violation(
+                    Reason::NotOnBranch,
+                    format!(
+                        "commit {commit} is not merged into branch {} ({where_})",
+                        app.spec.branch
+                    ),
+                ))
+            });
+        }
+        let path = crate::git::normalise_path(&provenance.source_path);
+        let root = crate::git::normalise_path(&app.spec.path);
+        let inside = root.is_empty() || path == root || path.starts_with(&format!("{root}/"));
+        let manifests = self
+            .knowledge
+            .manifests(&app, commit, &path)
+            .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+        let declared = manifests.iter().find(|m| self.declares(m, &app));
+        let Some(declared) = declared.filter(|_| inside) else {
+            return Err(with(violation(
+                Reason::NotDeclared,
+                format!(
+                    "{path} at commit {} of {} does not declare {}{}",
+                    short(commit),
+                    app.spec.repo_url,
+                    self.request.object_name(),
+                    if inside {
+                        String::new()
+                    } else {
+                        format!(" (and is outside the app's path {})", app.spec.path)
+                    }
+                ),
+            )));
+        };
+
+        // Condition 5: no downgrade, unless the app records a rollback to this commit.
+        let reference = match old {
+            Some(old) if old.commit != commit => Some(old.commit.clone()),
+            Some(_) => None,
+            None => app
+                .status
+                .as_ref()
+                .and_then(|s| s.last_synced_commit.clone()),
+        };
+        let rollback = app.status.as_ref().and_then(|s| s.rollback.as_deref());
+        if let Some(reference) = reference
+            && reference != commit
+            && rollback != Some(commit)
+            && git(self.knowledge.has_commit(&app, &reference))?
+            && git(self.knowledge.is_ancestor(&app, commit, &reference))?
+        {
+            return Err(with(violation(
+                Reason::Downgrade,
+                format!(
+                    "commit {} is older than {}, which the object or app was already synced from",
+                    short(commit),
+                    short(&reference)
+                ),
+            )));
+        }
+
+        // Condition 4: every change is explained by the manifest at that commit.
+        let mut wanted = declared.object.clone();
+        if let Some(ns) = &self.request.namespace
+            && declared.namespace().is_none()
+            && !ns.is_empty()
+        {
+            wanted["metadata"]["namespace"] = ns.clone().into();
+        }
+        provenance.stamp(&mut wanted);
+        let released = match old {
+            Some(old) if old.commit != commit || old.source_path != provenance.source_path => self
+                .knowledge
+                .manifests(
+                    &app,
+                    &old.commit,
+                    &crate::git::normalise_path(&old.source_path),
+                )
+                .ok()
+                .and_then(|ms| {
+                    ms.iter()
+                        .find(|m| self.declares(m, &app))
+                        .map(|m| m.object.clone())
+                }),
+            _ => None,
+        };
+        let commit_changed = old.is_some_and(|o| o.commit != commit);
+        let changes = unexplained_changes(
+            self.write.old.as_ref(),
+            self.write.new.as_ref(),
+            &wanted,
+            released.as_ref(),
+            self.controller,
+        );
+        if let Some(first) = changes.first() {
+            let reason = match first.kind {
+                ChangeKind::Label => Reason::LabelChanged,
+                ChangeKind::Annotation => Reason::AnnotationChanged,
+                _ if self.write.scale && first.path == "spec.replicas" => Reason::ScaleManaged,
+                _ if commit_changed || old.is_none() => Reason::ContentDiffers,
+                _ => Reason::FieldChanged,
+            };
+            let listed: Vec<String> = changes.iter().take(5).map(Change::describe).collect();
+            let more = if changes.len() > 5 {
+                format!(" and {} more", changes.len() - 5)
+            } else {
+                String::new()
+            };
+            return Err(with(violation(
+                reason,
+                format!(
+                    "{} at commit {}: {}{more}",
+                    declared.location(),
+                    short(commit),
+                    listed.join("; ")
+                ),
+            )));
+        }
+        let mut verdict = Verdict::allow(Reason::Traceable);
+        verdict.app = Some(provenance.app.clone());
+        verdict.commit = Some(commit.to_owned());
+        Ok(verdict)
+    }
+
+    /// Whether a manifest declares the object of the review.
+    fn declares(&self, m: &Manifest, app: &App) -> bool {
+        let r = self.request;
+        let namespace = match m.namespace() {
+            Some(ns) => Some(ns.to_owned()),
+            None if r.namespace.as_deref().is_some_and(|ns| !ns.is_empty()) => {
+                Some(destination(app))
+            }
+            None => None,
+        };
+        m.group_version().0 == r.kind.group
+            && m.kind() == r.kind.kind
+            && m.name() == r.name
+            && namespace.as_deref() == r.namespace.as_deref().filter(|ns| !ns.is_empty())
+    }
+
+    /// Turns a violation into the answer: break-glass, warn mode or refusal.
+    fn refuse(&self, v: Violation, scope: Scope, now: jiff::Timestamp) -> Verdict {
+        let message = self.message(&v);
+        let mut verdict = Verdict {
+            allowed: false,
+            reason: v.reason,
+            message: message.clone(),
+            warnings: Vec::new(),
+            outcome: Some(Outcome::Denied),
+            app: v.app.as_ref().map(|a| app_key(a)),
+            commit: v.commit.clone(),
+            break_glass: None,
+            fetch_may_help: v.fetch_may_help,
+        };
+        if self.policy.may_break_glass(&self.request.user_info) {
+            let source = self.write.new.as_ref().or(self.write.old.as_ref());
+            match break_glass(source, self.policy, now) {
+                Ok(bg) => {
+                    verdict.allowed = true;
+                    verdict.outcome = Some(Outcome::BreakGlass);
+                    verdict.warnings.push(format!(
+                        "break-glass: admitted outside Git until {} ({}); {}",
+                        bg.expires, bg.reason, message
+                    ));
+                    verdict.break_glass = Some(bg);
+                    return verdict;
+                }
+                Err(why) => {
+                    verdict.reason = Reason::BreakGlassInvalid;
+                    verdict.message = format!("{message}\nbreak-glass refused: {why}");
+                    return verdict;
+                }
+            }
+        }
+        let warn = scope == Scope::Warn
+            || v.app
+                .as_ref()
+                .is_some_and(|a| a.spec.enforcement == Enforcement::Warn);
+        if warn && v.reason != Reason::GitUnavailable {
+            verdict.allowed = true;
+            verdict.outcome = Some(Outcome::Warned);
+            verdict
+                .warnings
+                .push(format!("not traceable to Git (warn mode): {message}"));
+        }
+        verdict
+    }
+
+    fn message(&self, v: &Violation) -> String {
+        let r = self.request;
+        let mut text = format!(
+            "{} {} by {} refused: {} [{}; {}]",
+            r.operation.as_str().to_lowercase(),
+            r.object_name(),
+            if r.user_info.username.is_empty() {
+                "an unknown user"
+            } else {
+                &r.user_info.username
+            },
+            v.detail,
+            v.reason.as_str(),
+            v.reason.condition(),
+        );
+        match &v.app {
+            Some(app) => text.push_str(&format!(
+                ". It is managed from Git by app {} ({} branch {} path {}): change it with a pull \
+                 request to that branch{}",
+                app_key(app),
+                app.spec.repo_url,
+                app.spec.branch,
+                app.spec.path,
+                if self.write.operation == Operation::Delete {
+                    " that removes it"
+                } else {
+                    ""
+                }
+            )),
+            None if v.reason == Reason::NoProvenance => text.push_str(
+                ". The namespace is enforced: add the object to the app's repository and let a \
+                 sync create it",
+            ),
+            None => {}
+        }
+        text
+    }
+}
+
+/// `namespace/name` of an app, as the app annotation spells it.
+pub fn app_key(app: &App) -> String {
+    format!(
+        "{}/{}",
+        app.metadata.namespace.as_deref().unwrap_or_default(),
+        app.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Where namespaced objects without a namespace go: the same default the sync uses.
+pub fn destination(app: &App) -> String {
+    app.spec
+        .destination_namespace
+        .clone()
+        .or_else(|| app.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// Reads and checks the break-glass annotations of the object written (or deleted).
+fn break_glass(
+    object: Option<&Value>,
+    policy: &Policy,
+    now: jiff::Timestamp,
+) -> Result<BreakGlass, String> {
+    let annotations = object.map(|o| &o["metadata"]["annotations"]);
+    let get = |key: &str| {
+        annotations
+            .and_then(|a| a[key].as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let reason = get(BREAK_GLASS_REASON)
+        .ok_or_else(|| format!("annotation {BREAK_GLASS_REASON} must give the reason"))?;
+    let expires = get(BREAK_GLASS_EXPIRES).ok_or_else(|| {
+        format!("annotation {BREAK_GLASS_EXPIRES} must give an RFC 3339 expiry time")
+    })?;
+    let at: jiff::Timestamp = expires.parse().map_err(|e| {
+        format!("annotation {BREAK_GLASS_EXPIRES}={expires:?} is not an RFC 3339 time: {e}")
+    })?;
+    if at <= now {
+        return Err(format!("the expiry {expires} has passed"));
+    }
+    let max =
+        jiff::SignedDuration::try_from(policy.break_glass_max).unwrap_or(jiff::SignedDuration::MAX);
+    if at.duration_since(now) > max {
+        return Err(format!(
+            "the expiry {expires} is more than {}s away (the configured maximum)",
+            policy.break_glass_max.as_secs()
+        ));
+    }
+    Ok(BreakGlass { reason, expires })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    /// A field Git sets now holds another value.
+    Managed,
+    Label,
+    Annotation,
+    /// A field Git does not set was changed by someone who is not a controller.
+    Unmanaged,
+}
+
+/// One change of a write that Git does not explain.
+#[derive(Debug, Clone)]
+struct Change {
+    path: String,
+    kind: ChangeKind,
+    git: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        let show = |v: &Option<Value>| match v {
+            None => "unset".to_owned(),
+            Some(v) => {
+                let text = v.to_string();
+                if text.len() > 80 {
+                    format!("{}…", &text[..text.floor_char_boundary(80)])
+                } else {
+                    text
+                }
+            }
+        };
+        match self.kind {
+            ChangeKind::Managed => format!(
+                "{} is {} in Git, the write makes it {}",
+                self.path,
+                show(&self.git),
+                show(&self.after)
+            ),
+            ChangeKind::Label => format!("label {} is not in Git", self.path),
+            ChangeKind::Annotation => format!("annotation {} is not in Git", self.path),
+            ChangeKind::Unmanaged => format!(
+                "{} is not set in Git and belongs to the server and controllers, the write makes it {}",
+                self.path,
+                show(&self.after)
+            ),
+        }
+    }
+}
+
+/// Annotations that say how an object was written, not what it is; never compared.
+const IGNORED_ANNOTATIONS: [&str; 3] = [COMMIT_ANNOTATION, BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
+
+/// Metadata the server writes while an object is deleted.
+const DELETION_METADATA: [&str; 2] = ["deletionTimestamp", "deletionGracePeriodSeconds"];
+
+/// The changes from `old` to `new` (everything in `new` when there is no `old`) that the manifest
+/// `wanted` does not explain. Fields Git sets must hold Git's value; labels and annotations are
+/// Git's alone; other fields are the server's and controllers': a person may not set them on an
+/// update, a create may carry server defaults. A field the object's previous manifest
+/// (`released`) set may change or go, since Git let go of it.
+fn unexplained_changes(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    wanted: &Value,
+    released: Option<&Value>,
+    controller: bool,
+) -> Vec<Change> {
+    let old = old.map(normalise::for_comparison);
+    let new = new.map(normalise::for_comparison);
+    let mut walk = Walk {
+        update: old.is_some(),
+        controller,
+        changes: Vec::new(),
+    };
+    let mut path = Vec::new();
+    walk.walk(
+        &mut path,
+        old.as_ref(),
+        new.as_ref(),
+        Some(wanted),
+        released,
+    );
+    walk.changes
+}
+
+struct Walk {
+    update: bool,
+    controller: bool,
+    changes: Vec<Change>,
+}
+
+impl Walk {
+    fn walk<'v>(
+        &mut self,
+        path: &mut Vec<&'v str>,
+        old: Option<&'v Value>,
+        new: Option<&'v Value>,
+        git: Option<&'v Value>,
+        released: Option<&'v Value>,
+    ) {
+        if self.update && old == new {
+            return;
+        }
+        if skipped(path) {
+            return;
+        }
+        let in_metadata_maps = matches!(
+            path.as_slice(),
+            ["metadata"] | ["metadata", "labels" | "annotations"]
+        );
+        let recurse = match git {
+            Some(Value::Object(_)) => new.is_none_or(Value::is_object),
+            None => in_metadata_maps && new.is_none_or(Value::is_object),
+            Some(_) => false,
+        };
+        if recurse {
+            let mut keys: Vec<&'v str> = Vec::new();
+            for side in [old, new, git] {
+                if let Some(Value::Object(map)) = side {
+                    for key in map.keys() {
+                        if !keys.contains(&key.as_str()) {
+                            keys.push(key);
+                        }
+                    }
+                }
+            }
+            for key in keys {
+                path.push(key);
+                self.walk(
+                    path,
+                    old.and_then(|v| v.get(key)),
+                    new.and_then(|v| v.get(key)),
+                    git.and_then(|v| v.get(key)),
+                    released.and_then(|v| v.get(key)),
+                );
+                path.pop();
+            }
+            return;
+        }
+        match git {
+            Some(want) => {
+                let explained = match new {
+                    Some(have) => normalise::contains(have, want) && same_length(have, want),
+                    None => want.is_null(),
+                };
+                if !explained {
+                    self.push(path, ChangeKind::Managed, Some(want), new);
+                }
+            }
+            None => {
+                let kind = match path.as_slice() {
+                    ["metadata", "labels", _] => ChangeKind::Label,
+                    ["metadata", "annotations", _] => ChangeKind::Annotation,
+                    _ => ChangeKind::Unmanaged,
+                };
+                let allowed = new.is_none()
+                    || self.controller
+                    || released.is_some()
+                    || (kind == ChangeKind::Unmanaged && !self.update);
+                if !allowed {
+                    self.push(path, kind, None, new);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, path: &[&str], kind: ChangeKind, git: Option<&Value>, new: Option<&Value>) {
+        let path = match (kind, path) {
+            (ChangeKind::Label | ChangeKind::Annotation, [_, _, key]) => (*key).to_owned(),
+            _ => path.join("."),
+        };
+        self.changes.push(Change {
+            path,
+            kind,
+            git: git.cloned(),
+            after: new.cloned(),
+        });
+    }
+}
+
+/// Maps compare by the keys Git sets; a list Git sets must not gain elements.
+fn same_length(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Array(h), Value::Array(w)) => h.len() == w.len(),
+        _ => true,
+    }
+}
+
+fn skipped(path: &[&str]) -> bool {
+    match path {
+        ["apiVersion" | "kind"] => true,
+        ["metadata", field] => DELETION_METADATA.contains(field) || *field == "generateName",
+        ["metadata", "annotations", key] => IGNORED_ANNOTATIONS.contains(key),
+        _ => false,
+    }
+}
+
+/// Annotation keys that the decision reads; they must stay inside the project's API group.
+pub const DECISION_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
