@@ -15,7 +15,7 @@ use shared::admission::ENFORCEMENT_LABEL;
 /// Name of the ValidatingWebhookConfiguration the manifests install.
 pub const DEFAULT_NAME: &str = "kubectl-gitops-admission";
 /// Namespace the manifests install the webhook into.
-pub const DEFAULT_NAMESPACE: &str = "kubectl-gitops-system";
+pub const DEFAULT_NAMESPACE: &str = "kubectl-gitops";
 /// Field manager of what this binary writes.
 const MANAGER: &str = "kubectl-gitops-admission";
 
@@ -136,30 +136,61 @@ pub async fn register(client: &Client, configuration: &Value) -> anyhow::Result<
     Ok(())
 }
 
+/// Removes the configuration (for a webhook that stops for good).
+pub async fn unregister(client: &Client, name: &str) -> anyhow::Result<()> {
+    match Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .delete(name, &Default::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot remove ValidatingWebhookConfiguration {name}"))
+        }
+    }
+}
+
 /// A CA and a serving certificate it signed, in PEM.
 #[derive(Debug)]
 pub struct Certificates {
     pub ca: String,
+    pub ca_key: String,
     pub cert: String,
     pub key: String,
 }
 
-/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
-pub fn generate(names: &[String]) -> anyhow::Result<Certificates> {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
+/// The CA's parameters; the same every time, so a kept CA key signs again after a restart.
+fn ca_params() -> anyhow::Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "kubectl-gitops admission CA");
-    ca_params.key_usages = vec![
+    params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
     ];
-    ca_params.not_after = rcgen::date_time_ymd(2036, 1, 1);
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    Ok(params)
+}
 
+/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
+pub fn generate(names: &[String]) -> anyhow::Result<Certificates> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params()?.self_signed(&ca_key)?;
+    let (cert, key) = issue(&ca_key.serialize_pem(), names)?;
+    Ok(Certificates {
+        ca: ca.pem(),
+        ca_key: ca_key.serialize_pem(),
+        cert,
+        key,
+    })
+}
+
+/// A new serving certificate and key for `names`, signed by the CA whose key is `ca_key`.
+pub fn issue(ca_key: &str, names: &[String]) -> anyhow::Result<(String, String)> {
+    let ca_key = rcgen::KeyPair::from_pem(ca_key).context("the CA key is not a PEM private key")?;
+    let issuer = rcgen::Issuer::new(ca_params()?, ca_key);
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
@@ -169,30 +200,21 @@ pub fn generate(names: &[String]) -> anyhow::Result<Certificates> {
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     let key = rcgen::KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(Certificates {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    })
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 impl Certificates {
-    /// Writes `ca.crt`, `tls.crt` and `tls.key` into `dir` (the key readable by the owner only).
+    /// Writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key` into `dir` (keys readable by the owner
+    /// only). Each file is written aside and renamed into place, so a reader never sees half.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (file, contents) in [
             ("ca.crt", &self.ca),
+            ("ca.key", &self.ca_key),
             ("tls.crt", &self.cert),
             ("tls.key", &self.key),
         ] {
-            let path = dir.join(file);
-            std::fs::write(&path, contents)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(dir.join("tls.key"), std::fs::Permissions::from_mode(0o600))?;
+            write_atomically(&dir.join(file), contents)?;
         }
         Ok(())
     }
@@ -202,10 +224,24 @@ impl Certificates {
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
         Some(Certificates {
             ca: read("ca.crt")?,
+            ca_key: read("ca.key")?,
             cert: read("tls.crt")?,
             key: read("tls.key")?,
         })
     }
+}
+
+/// Writes `contents` to a temporary file beside `path` (mode 0600) and renames it over `path`.
+pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, contents)
+        .with_context(|| format!("cannot write {}", aside.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&aside, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// Stores the certificates as a `kubernetes.io/tls` Secret (with `ca.crt`), the way

@@ -286,6 +286,9 @@ impl Repo {
 pub struct View {
     pub apps: Store<App>,
     pub repos: Arc<Repos>,
+    /// Apps read from the apiserver because the watch had not delivered them (or their newest
+    /// status) yet; newer than the store while present.
+    pub fresh: Arc<RwLock<HashMap<String, Arc<App>>>>,
 }
 
 impl std::fmt::Debug for View {
@@ -297,6 +300,23 @@ impl std::fmt::Debug for View {
 }
 
 impl View {
+    /// Remembers an app read from the apiserver, newer than what the watch delivered.
+    pub fn remember(&self, key: &str, app: App) {
+        if let Ok(mut fresh) = self.fresh.write() {
+            if fresh.len() > 1_000 {
+                fresh.clear();
+            }
+            fresh.insert(key.to_owned(), Arc::new(app));
+        }
+    }
+
+    /// Drops what [`View::remember`] kept once the watch has caught up.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut fresh) = self.fresh.write() {
+            fresh.remove(key);
+        }
+    }
+
     fn repo(&self, app: &App) -> Lookup<Arc<Repo>> {
         self.repos.get(&app.spec.repo_url)
     }
@@ -304,6 +324,9 @@ impl View {
 
 impl Knowledge for View {
     fn app(&self, key: &str) -> Option<Arc<App>> {
+        if let Some(app) = self.fresh.read().ok().and_then(|f| f.get(key).cloned()) {
+            return Some(app);
+        }
         let (namespace, name) = key.split_once('/')?;
         self.apps.get(&ObjectRef::new(name).within(namespace))
     }

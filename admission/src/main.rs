@@ -78,6 +78,13 @@ enum Command {
         /// A namespace label (KEY=VALUE) every webhook also requires, to run several side by side.
         #[arg(long, value_name = "KEY=VALUE")]
         namespace_label: Option<String>,
+        /// Remove the registration when stopping (otherwise enforced namespaces fail closed
+        /// until the webhook is back).
+        #[arg(long)]
+        unregister_on_exit: bool,
+        /// Stop when standard input closes (for a parent process that owns the webhook).
+        #[arg(long, hide = true)]
+        exit_on_stdin_close: bool,
         #[command(flatten)]
         options: ServeOptions,
     },
@@ -98,6 +105,13 @@ enum Command {
         /// The ValidatingWebhookConfiguration.
         #[arg(long, default_value = DEFAULT_NAME)]
         webhook_config: String,
+    },
+    /// Issue a new serving certificate from the CA of `admission local` (a rotation: the running
+    /// webhook picks it up without a restart).
+    #[command(after_help = "Examples:\n  admission renew-local --state-dir .state/admission")]
+    RenewLocal {
+        #[arg(long, value_name = "DIR", default_value = ".state/admission")]
+        state_dir: PathBuf,
     },
     /// Print the ValidatingWebhookConfiguration for the webhook's in-cluster Service.
     WebhookConfig {
@@ -228,6 +242,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::RenewLocal { state_dir } => {
+            let dir = state_dir.join("tls");
+            let certs = config::Certificates::read(&dir)
+                .with_context(|| format!("{} holds no CA of `admission local`", dir.display()))?;
+            let (cert, key) = config::issue(&certs.ca_key, &local_names())?;
+            config::write_atomically(&dir.join("tls.key.next"), &key)?;
+            config::write_atomically(&dir.join("tls.crt.next"), &cert)?;
+            // The key first: a reload between the two renames fails (key and certificate do not
+            // match) and keeps the old pair; the next one loads the new pair.
+            std::fs::rename(dir.join("tls.key.next"), dir.join("tls.key"))?;
+            std::fs::rename(dir.join("tls.crt.next"), dir.join("tls.crt"))?;
+            eprintln!("issued a new serving certificate in {}", dir.display());
+            Ok(())
+        }
         Command::Serve {
             tls,
             listen,
@@ -251,6 +279,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             name,
             namespace_label,
+            unregister_on_exit,
+            exit_on_stdin_close,
             options,
         } => {
             let extra =
@@ -264,8 +294,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let certs = match config::Certificates::read(&tls_dir) {
                 Some(certs) => certs,
                 None => {
-                    let certs =
-                        config::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+                    let certs = config::generate(&local_names())?;
                     certs.write(&tls_dir)?;
                     certs
                 }
@@ -290,10 +319,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .cache_dir
                 .clone()
                 .unwrap_or_else(|| state_dir.join("repos"));
-            let registration = (client.clone(), configuration);
+            let registration = Registration {
+                client: client.clone(),
+                configuration,
+                unregister_on_exit,
+                exit_on_stdin_close,
+            };
             serve(listener, identity, options, cache, Some(registration)).await
         }
     }
+}
+
+/// What `admission local` serves its certificate for.
+fn local_names() -> Vec<String> {
+    vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+}
+
+/// A webhook outside the cluster registers itself by URL.
+struct Registration {
+    client: Client,
+    configuration: serde_json::Value,
+    unregister_on_exit: bool,
+    exit_on_stdin_close: bool,
 }
 
 /// A client from `kubeconfig`, else in-cluster, else `$KUBECONFIG` / `~/.kube/config`.
@@ -318,10 +365,10 @@ async fn serve(
     identity: Arc<tls::Identity>,
     options: ServeOptions,
     cache_dir: PathBuf,
-    registration: Option<(Client, serde_json::Value)>,
+    registration: Option<Registration>,
 ) -> anyhow::Result<()> {
     let client = match &registration {
-        Some((client, _)) => client.clone(),
+        Some(r) => r.client.clone(),
         None => connect(options.kubeconfig.as_deref()).await?,
     };
     let metrics = Arc::new(Metrics::default());
@@ -347,6 +394,7 @@ async fn serve(
         view: View {
             apps: apps.clone(),
             repos: repos.clone(),
+            fresh: Arc::default(),
         },
         policy,
         metrics: metrics.clone(),
@@ -371,11 +419,13 @@ async fn serve(
     {
         let repos = repos.clone();
         let client = client.clone();
+        let view = webhook.view.clone();
         tokio::spawn(async move {
             let mut watched = std::pin::pin!(watched);
             while let Some(event) = watched.next().await {
                 match event {
                     Ok(app) => {
+                        view.forget(&shared::admission::app_key(&app));
                         if let Ok(repo) = repos.get(&app.spec.repo_url)
                             && repo.state().last_success.is_none()
                         {
@@ -457,11 +507,12 @@ async fn serve(
     }
 
     let address = listener.local_addr()?;
-    if let Some((client, configuration)) = &registration {
-        config::register(client, configuration).await?;
+    let stdin_closes = registration.as_ref().is_some_and(|r| r.exit_on_stdin_close);
+    if let Some(r) = &registration {
+        config::register(&r.client, &r.configuration).await?;
         eprintln!(
             "registered ValidatingWebhookConfiguration {} for https://{address}; label a namespace {}=enforce (or warn) to guard it",
-            configuration["metadata"]["name"]
+            r.configuration["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default(),
             shared::admission::ENFORCEMENT_LABEL
@@ -472,20 +523,44 @@ async fn serve(
         listener,
         tls::server_config(identity),
         server::router(webhook),
-        shutdown(),
+        shutdown(stdin_closes),
     )
     .await;
+    if let Some(r) = registration.filter(|r| r.unregister_on_exit) {
+        let name = r.configuration["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        config::unregister(&r.client, name).await?;
+    }
     log::event("stopped", &[]);
     Ok(())
 }
 
-async fn shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
+/// Resolves on SIGTERM or SIGINT, or when standard input closes if `stdin_closes`.
+async fn shutdown(stdin_closes: bool) {
+    let stdin = async {
+        if !stdin_closes {
+            return std::future::pending().await;
+        }
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut buf)
+            .await
+            .unwrap_or(0)
+            > 0
+        {}
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
     };
     tokio::select! {
-        _ = term.recv() => {}
+        () = term => {}
         _ = tokio::signal::ctrl_c() => {}
+        () = stdin => {}
     }
 }

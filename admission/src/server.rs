@@ -146,6 +146,13 @@ impl Webhook {
             }
         };
         let mut verdict = self.decide(&request, scope, parent.clone()).await;
+        if matches!(
+            verdict.reason,
+            admission::Reason::UnknownApp | admission::Reason::Downgrade
+        ) && self.refresh_app(&request).await
+        {
+            verdict = self.decide(&request, scope, parent.clone()).await;
+        }
         if verdict.fetch_may_help
             && let Some(app) = verdict
                 .app
@@ -203,6 +210,37 @@ impl Webhook {
         })
         .await
         .unwrap_or_else(|e| Verdict::malformed(format!("the decision failed: {e}")))
+    }
+
+    /// Reads the app the write names from the apiserver, for when the watch lags behind a
+    /// change made just before the write (a new app, a recorded rollback). Whether it was found.
+    async fn refresh_app(&self, request: &AdmissionRequest) -> bool {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        let object = request.object.as_ref().filter(|o| !o.is_null());
+        let Some(key) = object.and_then(|o| {
+            o["metadata"]["annotations"][shared::provenance::APP_ANNOTATION].as_str()
+        }) else {
+            return false;
+        };
+        let Some((namespace, name)) = key.split_once('/') else {
+            return false;
+        };
+        match Api::<shared::app::App>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+        {
+            Ok(Some(app)) => {
+                self.view.remember(key, app);
+                true
+            }
+            Ok(None) => {
+                self.view.forget(key);
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Fetches the app's repository under the deadline. Whether a fetch finished in time.

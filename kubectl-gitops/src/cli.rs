@@ -40,6 +40,8 @@ pub enum Command {
     Status(cmd::status::StatusArgs),
     /// Show the recorded syncs of an app.
     History(cmd::history::HistoryArgs),
+    /// Show the writes the admission webhook refused, warned about or admitted by break-glass.
+    Audit(cmd::audit::AuditArgs),
     /// Check that manifests load and validate, in a working tree or at a commit.
     Verify(cmd::verify::VerifyArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
@@ -104,6 +106,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         Command::Diff(args) => Ok(cmd::diff::run(args, &cli.kube, out).await),
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
         Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,
+        Command::Audit(args) => cmd::audit::run(args, &cli.kube.connect().await?, out).await,
         Command::History(args) => cmd::history::run(args, &cli.kube.connect().await?, out).await,
     }
 }

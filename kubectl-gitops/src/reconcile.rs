@@ -64,6 +64,18 @@ pub async fn sync_app(
         crate::output::short(&desired.commit),
         if request.dry_run { " (dry run)" } else { "" }
     );
+    if !request.dry_run && request.revision.is_some() {
+        // Tell the webhook first: writes from an older commit are a rollback the operator chose,
+        // not a downgrade.
+        let name = app.metadata.name.as_deref().unwrap_or_default();
+        apps.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "rollback": desired.commit } })),
+        )
+        .await
+        .with_context(|| format!("cannot record the rollback of app {}", engine::app_id(app)))?;
+    }
     let started = Instant::now();
     let total = desired.objects.len();
     let outcome = async {
@@ -182,6 +194,15 @@ pub fn failed(initiator: &str, commit: Option<&str>, err: &anyhow::Error) -> Syn
 
 /// Writes the outcome of a sync into the app's status: history always; inventory, synced commit
 /// and Synced condition only when it succeeded.
+/// The status as a merge patch: fields that are now unset are cleared, not left as they were.
+fn status_patch(status: &AppStatus) -> serde_json::Value {
+    let mut patch = json!(status);
+    if status.rollback.is_none() {
+        patch["rollback"] = serde_json::Value::Null;
+    }
+    patch
+}
+
 pub async fn record(
     apps: &Api<App>,
     app: &App,
@@ -198,6 +219,9 @@ pub async fn record(
     }
     if succeeded && let Some(desired) = desired {
         status.last_synced_commit = Some(desired.commit.clone());
+        if entry.commit == desired.head {
+            status.rollback = None;
+        }
         let mut inventory: Vec<_> = desired.objects.iter().map(|r| r.entry()).collect();
         inventory.sort();
         status.inventory = inventory;
@@ -226,7 +250,7 @@ pub async fn record(
     apps.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(json!({ "status": status_patch(&status) })),
     )
     .await
     .with_context(|| format!("cannot record the sync in app {}", engine::app_id(app)))?;

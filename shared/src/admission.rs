@@ -510,6 +510,11 @@ impl Decision<'_> {
         if self.write.operation == Operation::Delete {
             return self.delete(old_provenance);
         }
+        // Objects a controller derives from a managed one (a ReplicaSet from a Deployment) carry
+        // copies of its annotations; the owner is what Git governs.
+        if self.controller && self.write.new.as_ref().is_some_and(has_controller_owner) {
+            return Ok(Verdict::allow(Reason::Controller));
+        }
         let Some(provenance) = new_provenance else {
             if old_provenance.is_some() {
                 return Err(violation(
@@ -880,6 +885,12 @@ impl Decision<'_> {
     }
 }
 
+fn has_controller_owner(object: &Value) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
+}
+
 /// `namespace/name` of an app, as the app annotation spells it.
 pub fn app_key(app: &App) -> String {
     format!(
@@ -977,8 +988,23 @@ impl Change {
                 show(&self.git),
                 show(&self.after)
             ),
-            ChangeKind::Label => format!("label {} is not in Git", self.path),
-            ChangeKind::Annotation => format!("annotation {} is not in Git", self.path),
+            ChangeKind::Label | ChangeKind::Annotation => {
+                let what = if self.kind == ChangeKind::Label {
+                    "label"
+                } else {
+                    "annotation"
+                };
+                match (&self.git, &self.after) {
+                    (None, _) => format!("{what} {} is not in Git", self.path),
+                    (Some(_), None) => {
+                        format!("{what} {} is set in Git, the write removes it", self.path)
+                    }
+                    (Some(git), Some(after)) => format!(
+                        "{what} {} is {git} in Git, the write makes it {after}",
+                        self.path
+                    ),
+                }
+            }
             ChangeKind::Unmanaged => format!(
                 "{} is not set in Git and belongs to the server and controllers, the write makes it {}",
                 self.path,
@@ -1045,6 +1071,24 @@ impl Walk {
         if skipped(path) {
             return;
         }
+        // A list Git sets, of the same length: compare element by element, so the message names
+        // the field that differs.
+        if let (Some(Value::Array(want)), Some(Value::Array(have))) = (git, new)
+            && want.len() == have.len()
+        {
+            for (i, want) in want.iter().enumerate() {
+                path.push(INDICES.get(i).copied().unwrap_or("[…]"));
+                self.walk(
+                    path,
+                    old.and_then(|v| v.get(i)),
+                    have.get(i),
+                    Some(want),
+                    released.and_then(|v| v.get(i)),
+                );
+                path.pop();
+            }
+            return;
+        }
         let in_metadata_maps = matches!(
             path.as_slice(),
             ["metadata"] | ["metadata", "labels" | "annotations"]
@@ -1084,8 +1128,13 @@ impl Walk {
                     Some(have) => normalise::contains(have, want) && same_length(have, want),
                     None => want.is_null(),
                 };
+                let kind = match path.as_slice() {
+                    ["metadata", "labels", _] => ChangeKind::Label,
+                    ["metadata", "annotations", _] => ChangeKind::Annotation,
+                    _ => ChangeKind::Managed,
+                };
                 if !explained {
-                    self.push(path, ChangeKind::Managed, Some(want), new);
+                    self.push(path, kind, Some(want), new);
                 }
             }
             None => {
@@ -1108,7 +1157,7 @@ impl Walk {
     fn push(&mut self, path: &[&str], kind: ChangeKind, git: Option<&Value>, new: Option<&Value>) {
         let path = match (kind, path) {
             (ChangeKind::Label | ChangeKind::Annotation, [_, _, key]) => (*key).to_owned(),
-            _ => path.join("."),
+            _ => path.join(".").replace(".[", "["),
         };
         self.changes.push(Change {
             path,
@@ -1118,6 +1167,12 @@ impl Walk {
         });
     }
 }
+
+/// Path segments for list elements (a manifest's lists are short; longer ones show `[…]`).
+const INDICES: [&str; 16] = [
+    "[0]", "[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]", "[9]", "[10]", "[11]", "[12]",
+    "[13]", "[14]", "[15]",
+];
 
 /// Maps compare by the keys Git sets; a list Git sets must not gain elements.
 fn same_length(have: &Value, want: &Value) -> bool {

@@ -99,8 +99,67 @@ pub fn contains(live: &Value, wanted: &Value) -> bool {
                     .all(|(have, want)| contains(have, want))
         }
         (Value::Number(have), Value::Number(want)) => have.as_f64() == want.as_f64(),
+        (Value::String(have), Value::String(want)) => have == want || same_quantity(have, want),
         (have, want) => have == want,
     }
+}
+
+/// Whether two strings are the same Kubernetes quantity spelled differently (`0.5` and `500m`,
+/// `1Gi` and `1024Mi`), as the apiserver re-spells them.
+pub fn same_quantity(a: &str, b: &str) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => {
+            x == y || ((x - y).abs() <= f64::EPSILON * 8.0 * x.abs().max(y.abs()))
+        }
+        _ => false,
+    }
+}
+
+/// The value of a Kubernetes quantity: a decimal number with an optional SI (`m`, `k`, `M`, …),
+/// binary (`Ki`, `Mi`, …) or exponent (`e3`) suffix.
+fn quantity(text: &str) -> Option<f64> {
+    const BINARY: [(&str, f64); 6] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+    ];
+    const DECIMAL: [(char, f64); 9] = [
+        ('n', 1e-9),
+        ('u', 1e-6),
+        ('m', 1e-3),
+        ('k', 1e3),
+        ('M', 1e6),
+        ('G', 1e9),
+        ('T', 1e12),
+        ('P', 1e15),
+        ('E', 1e18),
+    ];
+    let number = |s: &str| {
+        let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+        let plain = !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && digits.chars().any(|c| c.is_ascii_digit());
+        if plain { s.parse::<f64>().ok() } else { None }
+    };
+    for (suffix, factor) in BINARY {
+        if let Some(n) = text.strip_suffix(suffix) {
+            return number(n).map(|n| n * factor);
+        }
+    }
+    if let Some(last) = text.chars().last()
+        && let Some((_, factor)) = DECIMAL.iter().find(|(c, _)| *c == last)
+        && let Some(n) = number(&text[..text.len() - 1])
+    {
+        return Some(n * factor);
+    }
+    if let Some((mantissa, exponent)) = text.split_once(['e', 'E']) {
+        let exponent: i32 = exponent.parse().ok()?;
+        return number(mantissa).map(|n| n * 10f64.powi(exponent));
+    }
+    number(text)
 }
 
 #[cfg(test)]
@@ -147,6 +206,21 @@ mod tests {
             "a missing field"
         );
         assert!(contains(&json!({"n": 1.0}), &json!({"n": 1})));
+    }
+
+    #[test]
+    fn quantities_compare_by_value_not_spelling() {
+        assert!(same_quantity("0.5", "500m"));
+        assert!(same_quantity("1Gi", "1024Mi"));
+        assert!(same_quantity("1e3", "1k"));
+        assert!(same_quantity("128974848", "123Mi"));
+        assert!(!same_quantity("1", "2"));
+        assert!(!same_quantity("web", "web2"));
+        assert!(!same_quantity("1E", "1"), "1E is an exa");
+        assert!(contains(
+            &json!({"requests": {"cpu": "500m", "memory": "64Mi"}}),
+            &json!({"requests": {"cpu": "0.5", "memory": "65536Ki"}})
+        ));
     }
 
     #[test]

@@ -244,6 +244,20 @@ func up(o options) error {
 	}
 	logf("kube-apiserver ready at %s after %s", server, time.Since(began).Round(time.Millisecond))
 
+	controllerManagerKubeconfig := filepath.Join(o.dir, "pki", "controller-manager.kubeconfig")
+	schedulerKubeconfig := filepath.Join(o.dir, "pki", "scheduler.kubeconfig")
+	for _, c := range []struct{ path, cert, key string }{
+		{controllerManagerKubeconfig, p.controllerManagerCert, p.controllerManagerKey},
+		{schedulerKubeconfig, p.schedulerCert, p.schedulerKey},
+	} {
+		own, err := p.kubeconfigFor(server, c.cert, c.key)
+		if err != nil {
+			return err
+		}
+		if err := writeAtomic(c.path, own); err != nil {
+			return err
+		}
+	}
 	schedulerConfig := filepath.Join(o.dir, "pki", "scheduler.yaml")
 	if err := os.WriteFile(schedulerConfig, []byte(fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -251,18 +265,18 @@ clientConnection:
   kubeconfig: %s
 leaderElection:
   leaderElect: false
-`, internalKubeconfig)), 0o644); err != nil {
+`, schedulerKubeconfig)), 0o644); err != nil {
 		return err
 	}
 	if err := children.spawn("kube-controller-manager",
-		"--kubeconfig="+internalKubeconfig,
+		"--kubeconfig="+controllerManagerKubeconfig,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		"--secure-port=0",
 		"--root-ca-file="+p.caCert,
 		"--service-account-private-key-file="+p.serviceAccountKey,
 		"--service-cluster-ip-range="+serviceCIDR,
-		"--use-service-account-credentials=false",
+		"--use-service-account-credentials=true",
 		"--profiling=false",
 		"--v=1",
 	); err != nil {

@@ -21,30 +21,39 @@ import (
 // pki is the set of files the control plane is started with. The certificates are reused when the
 // state directory already holds them, so a restarted cluster keeps trusting its own clients.
 type pki struct {
-	dir                         string
-	caCert, caKey               string
-	servingCert, servingKey     string
-	adminCert, adminKey         string
-	serviceAccountKey, saPublic string
+	dir                     string
+	caCert, caKey           string
+	servingCert, servingKey string
+	adminCert, adminKey     string
+	// Controllers and the scheduler authenticate as themselves, as in a real cluster, so that
+	// admission sees who writes: controllers act under their own service accounts.
+	controllerManagerCert, controllerManagerKey string
+	schedulerCert, schedulerKey                 string
+	serviceAccountKey, saPublic                 string
 }
 
 func newPKI(dir string) *pki {
 	return &pki{
-		dir:               dir,
-		caCert:            filepath.Join(dir, "ca.crt"),
-		caKey:             filepath.Join(dir, "ca.key"),
-		servingCert:       filepath.Join(dir, "apiserver.crt"),
-		servingKey:        filepath.Join(dir, "apiserver.key"),
-		adminCert:         filepath.Join(dir, "admin.crt"),
-		adminKey:          filepath.Join(dir, "admin.key"),
-		serviceAccountKey: filepath.Join(dir, "sa.key"),
-		saPublic:          filepath.Join(dir, "sa.pub"),
+		dir:                   dir,
+		caCert:                filepath.Join(dir, "ca.crt"),
+		caKey:                 filepath.Join(dir, "ca.key"),
+		servingCert:           filepath.Join(dir, "apiserver.crt"),
+		servingKey:            filepath.Join(dir, "apiserver.key"),
+		adminCert:             filepath.Join(dir, "admin.crt"),
+		adminKey:              filepath.Join(dir, "admin.key"),
+		controllerManagerCert: filepath.Join(dir, "controller-manager.crt"),
+		controllerManagerKey:  filepath.Join(dir, "controller-manager.key"),
+		schedulerCert:         filepath.Join(dir, "scheduler.crt"),
+		schedulerKey:          filepath.Join(dir, "scheduler.key"),
+		serviceAccountKey:     filepath.Join(dir, "sa.key"),
+		saPublic:              filepath.Join(dir, "sa.pub"),
 	}
 }
 
 func (p *pki) ensure() error {
 	if fileExists(p.caCert) && fileExists(p.adminKey) && fileExists(p.serviceAccountKey) &&
-		fileExists(p.servingKey) && fileExists(p.saPublic) {
+		fileExists(p.servingKey) && fileExists(p.saPublic) &&
+		fileExists(p.controllerManagerKey) && fileExists(p.schedulerKey) {
 		return nil
 	}
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
@@ -104,6 +113,22 @@ func (p *pki) ensure() error {
 	if err := issue(admin, ca, caKey, p.adminCert, p.adminKey); err != nil {
 		return err
 	}
+	for _, c := range []struct{ user, cert, key string }{
+		{"system:kube-controller-manager", p.controllerManagerCert, p.controllerManagerKey},
+		{"system:kube-scheduler", p.schedulerCert, p.schedulerKey},
+	} {
+		client := &x509.Certificate{
+			SerialNumber: serial(),
+			Subject:      pkix.Name{CommonName: c.user},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().AddDate(10, 0, 0),
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		if err := issue(client, ca, caKey, c.cert, c.key); err != nil {
+			return err
+		}
+	}
 
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -121,15 +146,20 @@ func (p *pki) ensure() error {
 
 // kubeconfig renders an admin kubeconfig for the apiserver at server.
 func (p *pki) kubeconfig(server string) ([]byte, error) {
+	return p.kubeconfigFor(server, p.adminCert, p.adminKey)
+}
+
+// kubeconfigFor renders a kubeconfig that authenticates with the given client certificate.
+func (p *pki) kubeconfigFor(server, certPath, keyPath string) ([]byte, error) {
 	ca, err := os.ReadFile(p.caCert)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := os.ReadFile(p.adminCert)
+	cert, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, err
 	}
-	key, err := os.ReadFile(p.adminKey)
+	key, err := os.ReadFile(keyPath)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod audit;
 pub mod diff;
 pub mod history;
 pub mod status;
