@@ -297,7 +297,9 @@ async fn apply_over(
     dry_run: bool,
 ) -> anyhow::Result<Value> {
     let object = stamped(r, app, commit);
+    let broken_glass = before.is_some_and(has_break_glass);
     if let Some(before) = before
+        && !broken_glass
         && normalise::contains(before, &object)
     {
         return Ok(before.clone());
@@ -309,6 +311,25 @@ async fn apply_over(
         .patch(r.manifest.name(), &params, &Patch::Apply(&object))
         .await
     {
+        Ok(_) if broken_glass && !dry_run => {
+            // Git takes the object back: the break-glass marks go with the sync.
+            let marks: serde_json::Map<String, Value> = BREAK_GLASS_ANNOTATIONS
+                .iter()
+                .map(|k| ((*k).to_owned(), Value::Null))
+                .collect();
+            let patch = serde_json::json!({"metadata": {"annotations": marks}});
+            let after = r
+                .api(client)
+                .patch(r.manifest.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!(
+                        "{}: cannot remove the break-glass annotations",
+                        r.entry().display_name()
+                    )
+                })?;
+            Ok(serde_json::to_value(after).unwrap_or_default())
+        }
         Ok(after) => Ok(serde_json::to_value(after).unwrap_or_default()),
         Err(kube::Error::Api(status)) if dry_run && before.is_none() && status.code == 404 => {
             Ok(object)
@@ -321,6 +342,15 @@ async fn apply_over(
             )
         }),
     }
+}
+
+const BREAK_GLASS_ANNOTATIONS: [&str; 2] = shared::admission::DECISION_ANNOTATIONS;
+
+/// Whether a live object was last written by break-glass (it still carries the marks).
+pub fn has_break_glass(object: &Value) -> bool {
+    BREAK_GLASS_ANNOTATIONS
+        .iter()
+        .any(|k| object["metadata"]["annotations"].get(k).is_some())
 }
 
 async fn apply_one(

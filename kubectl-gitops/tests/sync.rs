@@ -310,11 +310,7 @@ fn verify_checks_a_working_tree_and_a_commit_with_the_sync_loader() {
     let repo = Repo::new();
     repo.write("apps/a.yaml", &config_map("a", "1"));
     repo.commit("valid");
-    let gitops = Gitops {
-        cache: tempfile::tempdir().expect("cache"),
-        namespace: "default".into(),
-        env: Vec::new(),
-    };
+    let gitops = Gitops::new("default");
     let dir = repo.path().join("apps");
     let ok = gitops.ok(&["verify", &dir.to_string_lossy()]);
     assert!(ok.contains("ConfigMap a"), "{ok}");

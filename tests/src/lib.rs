@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod git;
+pub mod gitops;
 pub mod kubectl;
 pub mod namespace;
 pub mod tls;

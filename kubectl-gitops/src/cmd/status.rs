@@ -221,31 +221,40 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     }
     let id = engine::app_id(app);
     let synced = status.last_synced_commit.clone();
-    let checks: Vec<(InventoryEntry, Option<Provenance>, bool)> =
+    let mut broken_glass = Vec::new();
+    let checks: Vec<(InventoryEntry, Option<Provenance>, bool, Option<String>)> =
         futures::stream::iter(status.inventory.clone())
             .map(|entry| async move {
                 let live = engine::read_entry(client, &entry).await?;
                 let exists = live.is_some();
+                let glass = live.as_ref().and_then(|(_, o)| break_glass_note(o));
                 let provenance = live.and_then(|(_, object)| Provenance::read(&object));
-                Ok::<_, anyhow::Error>((entry, provenance, exists))
+                Ok::<_, anyhow::Error>((entry, provenance, exists, glass))
             })
             .buffered(engine::CONCURRENCY)
             .try_collect()
             .await?;
     let missing: Vec<String> = checks
         .iter()
-        .filter(|(_, _, exists)| !exists)
-        .map(|(e, _, _)| e.display_name())
+        .filter(|(_, _, exists, _)| !exists)
+        .map(|(e, _, _, _)| e.display_name())
         .collect();
-    let drifted: Vec<String> = checks
+    let mut drifted: Vec<String> = checks
         .iter()
-        .filter(|(_, p, exists)| {
+        .filter(|(_, p, exists, glass)| {
             *exists
+                && glass.is_none()
                 && p.as_ref()
                     .is_none_or(|p| p.app != id || Some(&p.commit) != synced.as_ref())
         })
-        .map(|(e, _, _)| e.display_name())
+        .map(|(e, _, _, _)| e.display_name())
         .collect();
+    for (entry, _, _, glass) in &checks {
+        if let Some(note) = glass {
+            broken_glass.push(format!("{} ({note})", entry.display_name()));
+        }
+    }
+    drifted.extend(broken_glass);
     let sync = match (&synced, &status.branch_head) {
         (None, _) => "Unknown",
         (Some(s), Some(h)) if s == h && missing.is_empty() && drifted.is_empty() => "Synced",
@@ -266,6 +275,20 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
         drifted,
         warnings,
     })
+}
+
+/// "break-glass until T: reason" for an object a break-glass write left outside Git.
+fn break_glass_note(object: &serde_json::Value) -> Option<String> {
+    if !engine::has_break_glass(object) {
+        return None;
+    }
+    let annotations = &object["metadata"]["annotations"];
+    let get = |k: &str| annotations[k].as_str().unwrap_or("?").to_owned();
+    Some(format!(
+        "break-glass until {}: {}",
+        get(shared::admission::BREAK_GLASS_EXPIRES),
+        get(shared::admission::BREAK_GLASS_REASON)
+    ))
 }
 
 async fn live_head(client: &Client, app: &App) -> anyhow::Result<String> {
