@@ -36,8 +36,8 @@ pub enum Target {
 const SKIP_EXPRESSION: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource in ['auditrecords', 'apps']) && !(request.resource.resource == 'events') && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io'])";
 
 /// The ValidatingWebhookConfiguration: one webhook for enforced namespaces (fails closed), one
-/// for warn namespaces (fails open), one for app definitions everywhere but the system
-/// namespaces. `own_namespace` is never enforced; `extra_label` adds a namespace label every
+/// for warn namespaces (fails open), and one for the app definitions in either (fails closed:
+/// re-pointing an app must not slip through while the webhook is away). `own_namespace` is never enforced; `extra_label` adds a namespace label every
 /// webhook requires (to run several webhooks side by side).
 pub fn webhook_configuration(
     name: &str,
@@ -64,8 +64,10 @@ pub fn webhook_configuration(
         let mut expressions = vec![json!({
             "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded
         })];
-        if let Some(mode) = mode {
-            expressions.push(json!({"key": ENFORCEMENT_LABEL, "operator": "In", "values": [mode]}));
+        match mode {
+            Some(mode) => expressions
+                .push(json!({"key": ENFORCEMENT_LABEL, "operator": "In", "values": [mode]})),
+            None => expressions.push(json!({"key": ENFORCEMENT_LABEL, "operator": "Exists"})),
         }
         if let Some((key, value)) = extra_label {
             expressions.push(json!({"key": key, "operator": "In", "values": [value]}));

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use shared::admission::{Knowledge, Lookup};
@@ -34,7 +34,7 @@ pub struct Repo {
     url: String,
     mirror: Mirror,
     facts: Mutex<Facts>,
-    /// Serialises fetches; holds when the last one finished.
+    /// Serialises fetches; holds when the last one started.
     fetching: tokio::sync::Mutex<Option<Instant>>,
     state: Mutex<FetchState>,
 }
@@ -97,18 +97,20 @@ impl Repos {
             .unwrap_or_default()
     }
 
-    /// Fetches `repo` unless a fetch finished within `fresh`; waits for a fetch already running
-    /// instead of starting another. Returns whether this call fetched.
+    /// Fetches `repo` unless a fetch started at or after `since` (it saw everything pushed
+    /// before `since`); waits for a fetch already running instead of starting another. Returns
+    /// whether the mirror is now at least as new as the remote was at `since`.
     pub async fn fetch(
         &self,
         repo: &Arc<Repo>,
         credentials: Option<Credentials>,
-        fresh: Duration,
+        since: Instant,
     ) -> bool {
         let mut last = repo.fetching.lock().await;
-        if last.is_some_and(|t| t.elapsed() < fresh) {
-            return false;
+        if last.is_some_and(|started| started >= since) {
+            return true;
         }
+        let started = Instant::now();
         let worker = repo.clone();
         let outcome =
             tokio::task::spawn_blocking(move || worker.mirror.fetch(credentials.as_ref())).await;
@@ -116,7 +118,7 @@ impl Repos {
             Ok(result) => result.map_err(|e| error_chain(&e)),
             Err(e) => Err(format!("the fetch task failed: {e}")),
         };
-        *last = Some(Instant::now());
+        *last = Some(started);
         self.metrics.fetched(&repo.url, outcome.is_ok());
         if let Ok(mut state) = repo.state.lock() {
             match &outcome {
@@ -140,7 +142,7 @@ impl Repos {
                 ],
             );
         }
-        true
+        outcome.is_ok()
     }
 }
 

@@ -437,7 +437,7 @@ async fn serve(
                                     .ok()
                                     .flatten();
                                 repos
-                                    .fetch(&repo, credentials, Duration::from_secs(1))
+                                    .fetch(&repo, credentials, std::time::Instant::now())
                                     .await;
                             });
                         }
@@ -475,7 +475,9 @@ async fn serve(
                         .await
                         .ok()
                         .flatten();
-                    repos.fetch(&repo, credentials, interval / 2).await;
+                    let since = std::time::Instant::now().checked_sub(interval / 2);
+                    let since = since.unwrap_or_else(std::time::Instant::now);
+                    repos.fetch(&repo, credentials, since).await;
                 }
             }
         });

@@ -137,6 +137,7 @@ impl Webhook {
     /// Decides a review, fetching the app's repository once when that may change the answer,
     /// and records it before answering when Git does not explain it.
     pub async fn review(&self, request: Arc<AdmissionRequest>, scope: Scope) -> Verdict {
+        let arrived = Instant::now();
         let (request, parent) = match self.scale_parent(&request).await {
             Ok(found) => found,
             Err(message) => {
@@ -158,7 +159,7 @@ impl Webhook {
                 .app
                 .as_deref()
                 .and_then(|k| admission::Knowledge::app(&self.view, k))
-            && self.fetch_now(&app).await
+            && self.fetch_now(&app, arrived).await
         {
             verdict = self.decide(&request, scope, parent).await;
         }
@@ -244,7 +245,7 @@ impl Webhook {
     }
 
     /// Fetches the app's repository under the deadline. Whether a fetch finished in time.
-    async fn fetch_now(&self, app: &shared::app::App) -> bool {
+    async fn fetch_now(&self, app: &shared::app::App, since: Instant) -> bool {
         let Ok(repo) = self.view.repos.get(&app.spec.repo_url) else {
             return false;
         };
@@ -256,14 +257,10 @@ impl Webhook {
             None => None,
         };
         let repos = self.view.repos.clone();
-        let fetch = async move {
-            repos
-                .fetch(&repo, credentials, Duration::from_millis(250))
-                .await
-        };
+        let fetch = async move { repos.fetch(&repo, credentials, since).await };
         tokio::time::timeout(self.fetch_deadline, fetch)
             .await
-            .is_ok()
+            .unwrap_or(false)
     }
 
     /// For the scale subresource: the review with the parent's kind, and the live parent.

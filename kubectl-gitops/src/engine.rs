@@ -320,7 +320,11 @@ async fn apply_over(
             let patch = serde_json::json!({"metadata": {"annotations": marks}});
             let after = r
                 .api(client)
-                .patch(r.manifest.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    r.manifest.name(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
                 .with_context(|| {
                     format!(

@@ -827,7 +827,10 @@ impl Decision<'_> {
                 }
                 Err(why) => {
                     verdict.reason = Reason::BreakGlassInvalid;
-                    verdict.message = format!("{message}\nbreak-glass refused: {why}");
+                    verdict.message = format!(
+                        "{message}\nbreak-glass refused: {why} [{}]",
+                        Reason::BreakGlassInvalid.as_str()
+                    );
                     return verdict;
                 }
             }

@@ -105,7 +105,6 @@ pub fn app_status(ns: &str, name: &str) -> Value {
         .clone()
 }
 
-
 /// The kubectl-gitops binary of this build: beside the test executable's `deps` directory. Built
 /// first when a suite of another package runs alone.
 pub fn plugin() -> PathBuf {
@@ -121,7 +120,14 @@ pub fn plugin() -> PathBuf {
             if !plugin.is_file() {
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
                 let status = std::process::Command::new(cargo)
-                    .args(["build", "--quiet", "-p", "kubectl-gitops", "--bin", "kubectl-gitops"])
+                    .args([
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "kubectl-gitops",
+                        "--bin",
+                        "kubectl-gitops",
+                    ])
                     .current_dir(crate::workspace_root())
                     .status()
                     .expect("cargo runs");

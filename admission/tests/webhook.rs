@@ -1,0 +1,602 @@
+//! The webhook decides through the real apiserver: what it must refuse (each with its reason and
+//! a record), and what it must let through (the sync, controllers, a rolling update, pruning,
+//! namespace deletion, dry runs, warn mode and break-glass).
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{Webhook, assert_refused, record_for, records};
+use e2e::git::Repo;
+use e2e::gitops::{Gitops, config_map, deployment};
+use e2e::{TestNamespace, cluster, wait};
+use serde_json::Value;
+
+/// One webhook for the suite; each test guards its own namespace with it.
+fn webhook() -> &'static Webhook {
+    static SHARED: OnceLock<Webhook> = OnceLock::new();
+    SHARED.get_or_init(|| Webhook::start("suite"))
+}
+
+const COMMIT: &str = "gitops.kubectl-gitops.dev/commit";
+const SOURCE: &str = "gitops.kubectl-gitops.dev/source-path";
+
+/// A repository with a ConfigMap (labelled by Git) and a Deployment that sets replicas, synced
+/// into an enforced namespace.
+struct Synced {
+    ns: TestNamespace,
+    gitops: Gitops,
+    repo: Repo,
+    first: String,
+}
+
+fn settings(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels:\n    app: web\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+fn synced(test: &str, mode: &str) -> Synced {
+    synced_after(test, mode, |_| {})
+}
+
+/// As [`synced`], running `prepare` on the namespace before the webhook guards it (RBAC in an
+/// enforced namespace comes from Git too).
+fn synced_after(test: &str, mode: &str, prepare: impl FnOnce(&str)) -> Synced {
+    let ns = TestNamespace::new(test);
+    prepare(&ns.name);
+    webhook().guard(&ns.name, mode);
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("app/settings.yaml", &settings("1"))
+        .write("app/web.yaml", &deployment("web", "registry.local/web:1"));
+    let first = repo.commit("web: first version");
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--path",
+        "app",
+        "--prune",
+    ]);
+    gitops.ok(&["sync", "web", "--wait", "--timeout", "120s"]);
+    Synced {
+        ns,
+        gitops,
+        repo,
+        first,
+    }
+}
+
+fn get(ns: &str, what: &str) -> Value {
+    cluster().kubectl().json(&["get", what, "-n", ns])
+}
+
+#[test]
+fn the_sync_controllers_and_a_rolling_update_pass_under_enforcement_without_a_record() {
+    let s = synced("admit", "enforce");
+    let kubectl = cluster().kubectl();
+    let ns = s.ns.name.as_str();
+    // A Deployment that leaves replicas to an autoscaler.
+    s.repo.write(
+        "app/worker.yaml",
+        &deployment("worker", "registry.local/worker:1").replace("  replicas: 2\n", ""),
+    );
+    s.repo.write(
+        "app/web.yaml",
+        &deployment("web", "registry.local/web:2").replace(
+            "        image: registry.local/web:2\n",
+            "        image: registry.local/web:2\n        resources:\n          requests: {cpu: \"0.5\", memory: 64Mi}\n",
+        ),
+    );
+    let second = s.repo.commit("web: version 2, worker");
+    s.gitops.ok(&["sync", "web", "--wait", "--timeout", "120s"]);
+
+    // The rolling update went through end to end: a new ReplicaSet, its pods ready, the old one
+    // scaled down by the controller.
+    wait::until("web rolled out", Duration::from_secs(60), || {
+        let d = get(ns, "deployment/web");
+        let updated = d["status"]["updatedReplicas"] == 2 && d["status"]["readyReplicas"] == 2;
+        let done =
+            d["status"]["replicas"] == 2 && d["metadata"]["annotations"][COMMIT] == second.as_str();
+        if updated && done {
+            Ok(())
+        } else {
+            Err(d["status"].to_string())
+        }
+    });
+    let sets = get(ns, "replicasets")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(sets.len() >= 2, "{sets:?}");
+    let pods = get(ns, "pods")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        pods.iter()
+            .filter(|p| p["spec"]["containers"][0]["image"] == "registry.local/web:2")
+            .count()
+            >= 2,
+        "{pods:?}"
+    );
+
+    // An autoscaler scales what Git leaves unset.
+    // (Impersonated with system:masters for RBAC; the webhook sees the autoscaler's name.)
+    let autoscaler = [
+        "--as",
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        "--as-group",
+        "system:masters",
+    ];
+    let mut args = vec!["scale", "deployment/worker", "--replicas", "3", "-n", ns];
+    args.extend(autoscaler);
+    kubectl.ok(&args);
+    assert_eq!(get(ns, "deployment/worker")["spec"]["replicas"], 3);
+
+    // Nothing above was refused: no record, no denial in the webhook's counts for this namespace.
+    assert_eq!(
+        records(ns),
+        Vec::<Value>::new(),
+        "log:\n{}",
+        webhook().log()
+    );
+
+    // Where Git sets replicas, the autoscaler is refused like anyone.
+    let mut args = vec!["scale", "deployment/web", "--replicas", "4", "-n", ns];
+    args.extend(autoscaler);
+    let scaled = kubectl.run(&args);
+    assert_refused(&scaled, "scale-managed", &["spec.replicas is 2 in Git"]);
+    assert_eq!(get(ns, "deployment/web")["spec"]["replicas"], 2);
+
+    let status = s.gitops.ok(&["status", "web", "-o", "json"]);
+    let status: Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["sync"], "Synced", "{status}");
+    let _ = s.first;
+}
+
+#[test]
+fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
+    let s = synced("refuse", "enforce");
+    let kubectl = cluster().kubectl();
+    let ns = s.ns.name.as_str();
+    let url = s.repo.url();
+
+    let edit = kubectl.run(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        ns,
+        "-p",
+        r#"{"data":{"value":"2"}}"#,
+    ]);
+    assert_refused(
+        &edit,
+        "field-changed",
+        &[
+            "data.value is \"1\" in Git, the write makes it \"2\"",
+            &url,
+            "branch main",
+            "pull request",
+            "app/settings.yaml",
+        ],
+    );
+
+    // A server dry run gets the same answer and leaves no record.
+    let before = records(ns).len();
+    let dry = kubectl.run(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        ns,
+        "--dry-run=server",
+        "-p",
+        r#"{"data":{"value":"9"}}"#,
+    ]);
+    assert_refused(&dry, "field-changed", &[]);
+    assert_eq!(records(ns).len(), before, "a dry run records nothing");
+
+    assert_refused(
+        &kubectl.run(&["scale", "deployment/web", "--replicas", "5", "-n", ns]),
+        "scale-managed",
+        &[],
+    );
+    assert_refused(
+        &kubectl.run(&["label", "configmap", "settings", "team=payments", "-n", ns]),
+        "label-changed",
+        &["label team is not in Git"],
+    );
+    assert_refused(
+        &kubectl.run(&["label", "configmap", "settings", "app-", "-n", ns]),
+        "label-changed",
+        &["label app is set in Git, the write removes it"],
+    );
+    assert_refused(
+        &kubectl.run(&["annotate", "configmap", "settings", "note=hi", "-n", ns]),
+        "annotation-changed",
+        &[],
+    );
+    assert_refused(
+        &kubectl.run(&["delete", "configmap", "settings", "-n", ns]),
+        "delete-on-branch",
+        &["removes it"],
+    );
+    assert_refused(
+        &kubectl.run(&["create", "configmap", "stray", "-n", ns]),
+        "no-provenance",
+        &[],
+    );
+    assert_refused(
+        &kubectl.run(&[
+            "annotate",
+            "configmap",
+            "settings",
+            "gitops.kubectl-gitops.dev/app-",
+            "-n",
+            ns,
+        ]),
+        "provenance-removed",
+        &[],
+    );
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    assert_refused(
+        &kubectl.run(&[
+            "annotate",
+            "configmap",
+            "settings",
+            &format!("{COMMIT}={unknown}"),
+            "--overwrite",
+            "-n",
+            ns,
+        ]),
+        "unknown-commit",
+        &[unknown],
+    );
+
+    // A commit that exists only on a pull request branch.
+    s.repo.git(&["checkout", "--quiet", "-b", "feature"]);
+    s.repo.write("app/settings.yaml", &settings("pr"));
+    let feature = s.repo.commit("settings from a pull request");
+    s.repo.git(&["checkout", "--quiet", "main"]);
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"{COMMIT}":"{feature}"}}}},"data":{{"value":"pr"}}}}"#
+    );
+    assert_refused(
+        &kubectl.run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch]),
+        "not-on-branch",
+        &["only on feature"],
+    );
+
+    // Provenance copied from another object does not declare this one.
+    let copy = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: copycat\n  namespace: {ns}\n  labels: {{app: web}}\n  annotations:\n    {COMMIT}: {}\n    gitops.kubectl-gitops.dev/app: {ns}/web\n    {SOURCE}: app/settings.yaml\ndata:\n  value: \"1\"\n",
+        s.first
+    );
+    let copied = kubectl.run_with_input(&["create", "-f", "-"], Some(&copy));
+    assert_refused(
+        &copied,
+        "not-declared",
+        &["app/settings.yaml at commit", "does not declare ConfigMap"],
+    );
+
+    // A merged commit, claimed with content it does not have.
+    s.repo.write("app/settings.yaml", &settings("2"));
+    let second = s.repo.commit("settings: 2");
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"{COMMIT}":"{second}"}}}},"data":{{"value":"3"}}}}"#
+    );
+    assert_refused(
+        &kubectl.run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch]),
+        "content-differs",
+        &["data.value is \"2\" in Git, the write makes it \"3\""],
+    );
+
+    // After the sync of the newer commit, going back by hand is a downgrade.
+    s.gitops.ok(&["sync", "web"]);
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"{COMMIT}":"{}"}}}},"data":{{"value":"1"}}}}"#,
+        s.first
+    );
+    assert_refused(
+        &kubectl.run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch]),
+        "downgrade",
+        &["is older than"],
+    );
+    // An operator's rollback with `sync --revision` is not.
+    s.gitops.ok(&["sync", "web", "--revision", &s.first]);
+    assert_eq!(get(ns, "configmap/settings")["data"]["value"], "1");
+    s.gitops.ok(&["sync", "web"]);
+    assert_eq!(get(ns, "configmap/settings")["data"]["value"], "2");
+
+    // The app itself cannot be pointed at another repository.
+    assert_refused(
+        &kubectl.run(&[
+            "patch",
+            "apps.gitops.kubectl-gitops.dev",
+            "web",
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"repoURL":"file:///elsewhere.git"}}"#,
+        ]),
+        "app-repointed",
+        &["file:///elsewhere.git"],
+    );
+
+    // Every refusal is on record, once, with who, what and why.
+    let expected = [
+        "field-changed",
+        "scale-managed",
+        "label-changed",
+        "annotation-changed",
+        "delete-on-branch",
+        "no-provenance",
+        "provenance-removed",
+        "unknown-commit",
+        "not-on-branch",
+        "not-declared",
+        "content-differs",
+        "downgrade",
+        "app-repointed",
+    ];
+    let all = records(ns);
+    for reason in expected {
+        assert!(
+            all.iter().any(|r| r["spec"]["reason"] == reason),
+            "no record for {reason}: {all:#?}"
+        );
+    }
+    assert_eq!(
+        all.len(),
+        expected.len() + 1,
+        "one record per refused write (two label changes)"
+    );
+    let edit = record_for(ns, "field-changed");
+    let spec = &edit["spec"];
+    assert_eq!(spec["outcome"], "Denied");
+    assert_eq!(spec["user"], "localcluster-admin");
+    assert!(
+        spec["groups"]
+            .as_array()
+            .expect("groups")
+            .contains(&"system:masters".into())
+    );
+    assert_eq!(spec["verb"], "UPDATE");
+    assert_eq!(spec["object"]["kind"], "ConfigMap");
+    assert_eq!(spec["object"]["name"], "settings");
+    assert_eq!(spec["claimedCommit"], s.first.as_str());
+    assert_eq!(spec["app"], format!("{ns}/web"));
+    let diff = spec["diff"].as_str().expect("a diff");
+    assert!(
+        diff.contains("-  value: \"1\"") && diff.contains("+  value: \"2\""),
+        "{diff}"
+    );
+
+    // The audit command shows them, filtered.
+    let table = s.gitops.ok(&["audit"]);
+    assert!(
+        table.contains("field-changed") && table.contains("ConfigMap/settings"),
+        "{table}"
+    );
+    let only = s
+        .gitops
+        .ok(&["audit", "--object", "deployment/web", "-o", "json"]);
+    let only: Value = serde_json::from_str(&only).expect("JSON");
+    assert_eq!(only.as_array().map(Vec::len), Some(1), "{only}");
+    assert_eq!(only[0]["spec"]["reason"], "scale-managed");
+    let nobody = s.gitops.ok(&["audit", "--user", "nobody", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&nobody).expect("JSON"),
+        Value::Array(vec![])
+    );
+    let with_diff = s
+        .gitops
+        .ok(&["audit", "--object", "settings", "--since", "1h", "--diff"]);
+    assert!(with_diff.contains("+  value: \"2\""), "{with_diff}");
+
+    // And as Events on the object.
+    wait::until("the refusal Events", Duration::from_secs(30), || {
+        let events = get(ns, "events");
+        let denied = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == "WriteDenied" && e["involvedObject"]["name"] == "settings")
+            .count();
+        if denied >= 5 {
+            Ok(())
+        } else {
+            Err(format!("{denied} events"))
+        }
+    });
+}
+
+#[test]
+fn warn_mode_admits_with_a_warning_and_a_record() {
+    let s = synced("warn", "warn");
+    let kubectl = cluster().kubectl();
+    let ns = s.ns.name.as_str();
+    let edit = kubectl.run(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        ns,
+        "-p",
+        r#"{"data":{"value":"hot-fix"}}"#,
+    ]);
+    assert!(edit.success, "{edit:?}");
+    assert!(
+        edit.stderr
+            .contains("Warning: not traceable to Git (warn mode)"),
+        "{}",
+        edit.stderr
+    );
+    assert_eq!(get(ns, "configmap/settings")["data"]["value"], "hot-fix");
+    let record = record_for(ns, "field-changed");
+    assert_eq!(record["spec"]["outcome"], "Warned");
+}
+
+#[test]
+fn break_glass_needs_its_group_a_reason_and_an_expiry_and_shows_as_drift() {
+    let kubectl = cluster().kubectl();
+    let s = synced_after("glass", "enforce", |ns| {
+        for user in ["alice", "bob"] {
+            kubectl.ok(&[
+                "create",
+                "rolebinding",
+                &format!("{user}-edit"),
+                "--clusterrole",
+                "edit",
+                "--user",
+                user,
+                "-n",
+                ns,
+            ]);
+        }
+    });
+    let ns = s.ns.name.as_str();
+    let as_alice = [
+        "--as",
+        "alice",
+        "--as-group",
+        "gitops:break-glass",
+        "--as-group",
+        "system:authenticated",
+    ];
+    let patch = |reason: Option<&str>, expires: Option<String>| {
+        let mut annotations = serde_json::Map::new();
+        if let Some(reason) = reason {
+            annotations.insert(
+                "gitops.kubectl-gitops.dev/break-glass-reason".into(),
+                reason.into(),
+            );
+        }
+        if let Some(expires) = expires {
+            annotations.insert(
+                "gitops.kubectl-gitops.dev/break-glass-expires".into(),
+                expires.into(),
+            );
+        }
+        serde_json::json!({"metadata": {"annotations": annotations}, "data": {"value": "incident"}})
+            .to_string()
+    };
+    let in_an_hour = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let an_hour_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+
+    let mut args = vec!["patch", "configmap", "settings", "-n", ns, "-p"];
+    let without = patch(None, None);
+    let run = |args: &[&str], body: &str, who: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(body);
+        all.extend_from_slice(who);
+        kubectl.run(&all)
+    };
+    assert_refused(
+        &run(&args, &without, &as_alice),
+        "break-glass-invalid",
+        &["break-glass-reason must give the reason"],
+    );
+    let expired = patch(Some("INC-42"), Some(an_hour_ago));
+    assert_refused(
+        &run(&args, &expired, &as_alice),
+        "break-glass-invalid",
+        &["has passed"],
+    );
+    let valid = patch(Some("INC-42 payment outage"), Some(in_an_hour.clone()));
+    assert_refused(&run(&args, &valid, &["--as", "bob"]), "field-changed", &[]);
+
+    let admitted = run(&args, &valid, &as_alice);
+    assert!(admitted.success, "{admitted:?}");
+    assert!(
+        admitted.stderr.contains("Warning: break-glass"),
+        "{}",
+        admitted.stderr
+    );
+    assert_eq!(get(ns, "configmap/settings")["data"]["value"], "incident");
+    let all = records(ns);
+    let outcomes = |o: &str| {
+        all.iter()
+            .filter(|r| r["spec"]["outcome"] == o)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let glass = outcomes("BreakGlass");
+    assert_eq!(glass.len(), 1, "{all:#?}");
+    assert_eq!(
+        outcomes("Denied").len(),
+        3,
+        "two invalid break-glass attempts and bob: {all:#?}"
+    );
+    let record = &glass[0];
+    assert_eq!(record["spec"]["reason"], "field-changed");
+    assert_eq!(record["spec"]["user"], "alice");
+    assert_eq!(
+        record["spec"]["breakGlass"]["reason"],
+        "INC-42 payment outage"
+    );
+    assert_eq!(record["spec"]["breakGlass"]["expires"], in_an_hour.as_str());
+
+    // Drift until Git catches up; the next sync takes the object back.
+    let status: Value =
+        serde_json::from_str(&s.gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
+    assert_eq!(status["sync"], "OutOfSync", "{status}");
+    let drifted = status["drifted"].to_string();
+    assert!(
+        drifted.contains("ConfigMap")
+            && drifted.contains("break-glass until")
+            && drifted.contains("INC-42"),
+        "{drifted}"
+    );
+    s.gitops.ok(&["sync", "web"]);
+    let settings = get(ns, "configmap/settings");
+    assert_eq!(settings["data"]["value"], "1");
+    assert!(
+        settings["metadata"]["annotations"]
+            .get("gitops.kubectl-gitops.dev/break-glass-reason")
+            .is_none(),
+        "{settings}"
+    );
+    let status: Value =
+        serde_json::from_str(&s.gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
+    assert_eq!(status["sync"], "Synced", "{status}");
+    args.clear();
+}
+
+#[test]
+fn pruning_garbage_collection_and_namespace_deletion_pass() {
+    let s = synced("prune", "enforce");
+    let kubectl = cluster().kubectl();
+    let ns = s.ns.name.clone();
+    s.repo.write("app/extra.yaml", &config_map("extra", "x"));
+    s.repo.commit("extra");
+    s.gitops.ok(&["sync", "web"]);
+    kubectl.ok(&["get", "configmap", "extra", "-n", &ns]);
+    s.repo.remove("app/extra.yaml");
+    s.repo.commit("extra leaves");
+    let pruned = s.gitops.ok(&["sync", "web"]);
+    assert!(pruned.contains("pruned"), "{pruned}");
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "extra", "-n", &ns])
+            .success
+    );
+    assert_eq!(records(&ns), Vec::<Value>::new());
+
+    // Deleting the namespace deletes managed objects through the namespace controller and the
+    // garbage collector (the Deployment's ReplicaSets and Pods).
+    let deleted = kubectl.run(&["delete", "namespace", &ns, "--timeout=90s"]);
+    assert!(deleted.success, "{deleted:?}");
+    assert!(
+        !kubectl.run(&["get", "namespace", &ns]).success,
+        "the namespace is gone"
+    );
+}
