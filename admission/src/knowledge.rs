@@ -55,6 +55,8 @@ pub struct FetchState {
     pub last_error: Option<String>,
     /// Whether the mirror holds any branch (fetched now or by an earlier run).
     pub loaded: bool,
+    /// Whether this process has tried to fetch it at least once.
+    pub attempted: bool,
 }
 
 impl Repos {
@@ -121,6 +123,7 @@ impl Repos {
         *last = Some(started);
         self.metrics.fetched(&repo.url, outcome.is_ok());
         if let Ok(mut state) = repo.state.lock() {
+            state.attempted = true;
             match &outcome {
                 Ok(_) => {
                     state.last_success = Some(SystemTime::now());

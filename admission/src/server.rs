@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use kube::api::{ApiResource, DynamicObject};
@@ -28,6 +30,9 @@ use crate::metrics::Metrics;
 /// Largest review accepted; the apiserver's own request limit is 3 MiB, a review carries the
 /// object twice.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// How much of an oversized body is read (and dropped) so the client gets the 413 answer
+/// instead of a reset connection; beyond it the connection is closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Everything a review needs.
 pub struct Webhook {
@@ -58,16 +63,28 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(webhook)
 }
 
 async fn validate(
     State(webhook): State<Arc<Webhook>>,
     Path(scope): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(size) => {
+            webhook.metrics.malformed();
+            let message = format!("the review is larger than {MAX_BODY} bytes ({size} or more)");
+            log::event("oversized-review", &[("bytes", size.into())]);
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"error": message})),
+            )
+                .into_response();
+        }
+    };
     let scope = match scope.as_str() {
         "enforce" => Scope::Enforce,
         "warn" => Scope::Warn,
@@ -121,6 +138,27 @@ async fn validate(
         );
     }
     axum::Json(admission::response(&request.uid, &verdict)).into_response()
+}
+
+/// The body, or its size when it is over [`MAX_BODY`] (read on to [`DRAIN_LIMIT`] and dropped).
+async fn read_body(mut body: Body) -> Result<Bytes, usize> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_BODY {
+        Err(total)
+    } else {
+        Ok(Bytes::from(kept))
+    }
 }
 
 fn bad_request(webhook: &Webhook, message: String) -> Response {
@@ -307,7 +345,7 @@ impl Webhook {
     }
 
     /// Readiness and its detail: the app definitions are loaded, and every repository they name
-    /// has a mirror to decide from.
+    /// has a mirror to decide from or has been tried.
     pub fn readiness(&self) -> (bool, String) {
         let mut ready = self.ready.load(Ordering::Relaxed);
         let mut detail = format!(
@@ -320,7 +358,9 @@ impl Webhook {
         );
         for repo in self.view.repos.all() {
             let state = repo.state();
-            ready &= state.loaded;
+            // A repository that cannot be fetched does not hold the others back: its apps'
+            // writes are refused for want of Git, and the detail says so.
+            ready &= state.loaded || state.attempted;
             let age = state
                 .last_success
                 .and_then(|t| t.elapsed().ok())

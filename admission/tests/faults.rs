@@ -1,0 +1,312 @@
+//! The webhook when things fail: killed and restarted, its Git remote gone, its certificate
+//! rotated under traffic, and requests that are not reviews.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Webhook, assert_refused, records};
+use e2e::git::Repo;
+use e2e::gitops::{Gitops, config_map};
+use e2e::{TestNamespace, cluster, wait};
+use serde_json::{Value, json};
+
+/// The suite's webhook for the tests that do not stop it.
+fn webhook() -> &'static Webhook {
+    static SHARED: OnceLock<Webhook> = OnceLock::new();
+    SHARED.get_or_init(|| Webhook::start("faults"))
+}
+
+fn edit(ns: &str, value: &str) -> e2e::kubectl::Outcome {
+    let patch = format!(r#"{{"data":{{"value":"{value}"}}}}"#);
+    cluster()
+        .kubectl()
+        .run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch])
+}
+
+#[test]
+fn a_killed_webhook_fails_closed_only_where_enforced_and_decides_again_when_back() {
+    let webhook = Webhook::start("restart");
+    let kubectl = cluster().kubectl();
+    let ns = TestNamespace::new("restart");
+    let open = TestNamespace::new("open");
+    webhook.guard(&ns.name, "enforce");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("settings.yaml", &config_map("settings", "1"));
+    repo.commit("settings");
+    gitops.ok(&["app", "add", "web", "--repo", &repo.url()]);
+    gitops.ok(&["sync", "web"]);
+    assert_refused(&edit(&ns.name, "2"), "field-changed", &[]);
+
+    webhook.kill();
+    // Enforced namespaces fail closed, and say why.
+    let closed = edit(&ns.name, "3");
+    assert!(!closed.success, "{closed:?}");
+    assert!(
+        closed.stderr.contains("failed calling webhook"),
+        "{}",
+        closed.stderr
+    );
+    // Nothing else is blocked: the system namespaces and namespaces without the label.
+    for namespace in ["kube-system", open.name.as_str()] {
+        kubectl.ok(&["create", "configmap", "while-down", "-n", namespace]);
+        kubectl.ok(&["delete", "configmap", "while-down", "-n", namespace]);
+    }
+
+    webhook.spawn();
+    wait::until(
+        "the restarted webhook decides",
+        Duration::from_secs(30),
+        || {
+            let again = edit(&ns.name, "4");
+            if again.stderr.contains("[field-changed") {
+                Ok(())
+            } else {
+                Err(again.stderr)
+            }
+        },
+    );
+    // The record written before the kill is still there, once.
+    let reasons: Vec<Value> = records(&ns.name)
+        .iter()
+        .map(|r| r["spec"]["reason"].clone())
+        .collect();
+    assert!(
+        reasons.len() >= 2 && reasons.iter().all(|r| r == "field-changed"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        cluster()
+            .kubectl()
+            .json(&["get", "configmap", "settings", "-n", &ns.name])["data"]["value"],
+        "1"
+    );
+}
+
+#[test]
+fn without_its_git_remote_the_webhook_decides_from_its_mirror_and_says_so() {
+    let webhook = webhook();
+    let ns = TestNamespace::new("remote");
+    webhook.guard(&ns.name, "enforce");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("settings.yaml", &config_map("settings", "1"));
+    repo.commit("settings");
+    let remote = repo.serve_http();
+    gitops.ok(&["app", "add", "web", "--repo", remote.url()]);
+    gitops.ok(&["sync", "web"]);
+    let url = remote.url().to_owned();
+    let failures_before = webhook.metric("kubectl_gitops_admission_fetch_failures_total");
+    drop(remote);
+
+    wait::until(
+        "a failed fetch shows in readiness",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = webhook.get("/readyz");
+            if code == 200
+                && body.contains(&url)
+                && body.contains("last fetch failed, deciding from the mirror")
+            {
+                Ok(())
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    assert!(webhook.metric("kubectl_gitops_admission_fetch_failures_total") > failures_before);
+    // Decisions go on from what the mirror holds.
+    assert_refused(&edit(&ns.name, "2"), "field-changed", &[&url]);
+    let delete = cluster()
+        .kubectl()
+        .run(&["delete", "configmap", "settings", "-n", &ns.name]);
+    assert_refused(&delete, "delete-on-branch", &[]);
+}
+
+#[test]
+fn a_rotated_certificate_is_served_without_a_failed_call() {
+    let webhook = Webhook::start("rotate");
+    let ns = TestNamespace::new("rotate");
+    webhook.guard(&ns.name, "enforce");
+    let fingerprint = |cert: &str| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(cert.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("openssl runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let served = || {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", webhook.port),
+                "-servername",
+                "127.0.0.1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+        let end = text
+            .find("-----END CERTIFICATE-----")
+            .map_or(text.len(), |e| e + 25);
+        fingerprint(&text[start..end])
+    };
+    let before = served();
+    let cert_file = webhook.state.path().join("tls/tls.crt");
+    assert_eq!(
+        before,
+        fingerprint(&std::fs::read_to_string(&cert_file).expect("cert"))
+    );
+
+    // Traffic through the apiserver all along: every call must reach the webhook and be answered.
+    let stop = AtomicBool::new(false);
+    let (answered, failed) = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| {
+            let kubectl = cluster().kubectl();
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let probe = kubectl.run(&[
+                    "create",
+                    "configmap",
+                    "probe",
+                    "-n",
+                    &ns.name,
+                    "--dry-run=server",
+                ]);
+                if probe.stderr.contains("[no-provenance") {
+                    answered += 1;
+                } else {
+                    failed.push(probe.stderr);
+                }
+            }
+            (answered, failed)
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let renewed = std::process::Command::new(env!("CARGO_BIN_EXE_admission"))
+            .args(["renew-local", "--state-dir"])
+            .arg(webhook.state.path())
+            .output()
+            .expect("renew-local runs");
+        assert!(renewed.status.success(), "{renewed:?}");
+        wait::until(
+            "the new certificate is served",
+            Duration::from_secs(20),
+            || {
+                let now = served();
+                if now != before { Ok(()) } else { Err(now) }
+            },
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        traffic.join().expect("the traffic thread")
+    });
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(answered >= 10, "only {answered} calls went through");
+    assert_eq!(
+        served(),
+        fingerprint(&std::fs::read_to_string(&cert_file).expect("cert"))
+    );
+    assert_eq!(
+        webhook.metric("kubectl_gitops_admission_tls_reloads_total"),
+        1.0
+    );
+}
+
+#[test]
+fn malformed_oversized_and_misrouted_requests_get_an_answer() {
+    let webhook = webhook();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, contents: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).expect("write");
+        path
+    };
+    let before = webhook.metric("kubectl_gitops_admission_malformed_reviews_total");
+
+    let (code, body) = webhook.post("/validate/enforce", &file("garbage", b"{not json"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not an AdmissionReview"), "{body}");
+
+    let (code, body) = webhook.post(
+        "/validate/enforce",
+        &file(
+            "empty",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("carries no request"), "{body}");
+
+    let (code, body) = webhook.post("/validate/elsewhere", &file("routed", b"{}"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("/validate/elsewhere"), "{body}");
+
+    let big = vec![b' '; 9 * 1024 * 1024];
+    let (code, _) = webhook.post("/validate/enforce", &file("big", &big));
+    assert_eq!(code, 413);
+
+    // A review the decision cannot use is answered, refused, with its uid.
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "0b7e3c1e-1111-2222-3333-444455556666",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "x", "namespace": "default", "operation": "CREATE",
+            "userInfo": {"username": "someone"}
+        }
+    });
+    let (code, body) = webhook.post(
+        "/validate/enforce",
+        &file("review", review.to_string().as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("an AdmissionReview");
+    assert_eq!(
+        answer["response"]["uid"],
+        "0b7e3c1e-1111-2222-3333-444455556666"
+    );
+    assert_eq!(answer["response"]["allowed"], false);
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("carries no object"),
+        "{answer}"
+    );
+
+    assert!(webhook.metric("kubectl_gitops_admission_malformed_reviews_total") >= before + 3.0);
+    // Still serving, over HTTP/2 as well as HTTP/1.1.
+    let (code, version) = webhook.curl(&[
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}\n%{http_code}",
+        &webhook.url("/healthz"),
+    ]);
+    assert_eq!(code, 200);
+    assert!(version.trim_end().ends_with('2'), "{version}");
+}
