@@ -218,7 +218,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 &namespace,
                 None,
             );
-            print!("{}", serde_saphyr::to_string(&config)?);
+            let yaml = serde_saphyr::to_string(&config)?;
+            std::io::Write::write_all(&mut std::io::stdout(), yaml.as_bytes())?;
             Ok(())
         }
         Command::Certs {

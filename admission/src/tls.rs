@@ -80,7 +80,7 @@ pub struct Identity {
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    files: (Vec<u8>, Vec<u8>),
+    files: Files,
 }
 
 impl Identity {
@@ -125,7 +125,10 @@ impl ResolvesServerCert for Identity {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, (Vec<u8>, Vec<u8>)), TlsError> {
+/// The files' contents: certificate, key.
+type Files = (Vec<u8>, Vec<u8>);
+
+fn read_pair(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Files), TlsError> {
     let cert_bytes = std::fs::read(cert).map_err(|e| TlsError::ReadCertificate {
         path: cert.to_owned(),
         source: rustls::pki_types::pem::Error::Io(e),

@@ -1196,3 +1196,288 @@ fn skipped(path: &[&str]) -> bool {
 
 /// Annotation keys that the decision reads; they must stay inside the project's API group.
 pub const DECISION_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
+
+#[cfg(test)]
+mod tests {
+    //! The decision alone, over an in-memory history; the suites in `admission/tests` prove it
+    //! through the real apiserver and real repositories.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::app::AppSpec;
+
+    /// Commits `c1` ← `c2` on main; `web.yaml` declares ConfigMap `settings` and Deployment
+    /// `web`, differently at each commit.
+    struct History {
+        app: Arc<App>,
+        files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
+    }
+
+    impl Knowledge for History {
+        fn app(&self, key: &str) -> Option<Arc<App>> {
+            (key == "shop/web").then(|| self.app.clone())
+        }
+        fn has_commit(&self, _: &App, commit: &str) -> Lookup<bool> {
+            Ok(matches!(commit, "c1" | "c2"))
+        }
+        fn is_ancestor(&self, _: &App, ancestor: &str, descendant: &str) -> Lookup<bool> {
+            Ok(ancestor == descendant || (ancestor, descendant) == ("c1", "c2"))
+        }
+        fn branch_head(&self, _: &App) -> Lookup<String> {
+            Ok("c2".into())
+        }
+        fn branches_with(&self, _: &App, _: &str) -> Vec<String> {
+            vec!["main".into()]
+        }
+        fn manifests(&self, _: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
+            Ok(self
+                .files
+                .iter()
+                .find(|((c, p), _)| *c == commit && *p == path)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default())
+        }
+        fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>> {
+            self.manifests(app, "c2", "web.yaml")
+        }
+    }
+
+    fn manifests(yaml: &str) -> Arc<Vec<Manifest>> {
+        Arc::new(crate::manifest::load([("web.yaml", yaml.as_bytes())]).expect("valid YAML"))
+    }
+
+    const C1: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {tier: web, app: web}\ndata: {value: '1'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:1'}]\n";
+    const C2: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata: {value: '2'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:2'}]\n";
+
+    fn history(enforcement: Enforcement) -> History {
+        let mut app = App::new(
+            "web",
+            AppSpec {
+                repo_url: "https://git.example/shop.git".into(),
+                branch: "main".into(),
+                path: ".".into(),
+                destination_namespace: None,
+                prune: false,
+                interval_seconds: 180,
+                enforcement,
+                credentials_secret: None,
+            },
+        );
+        app.metadata.namespace = Some("shop".into());
+        History {
+            app: Arc::new(app),
+            files: HashMap::from([
+                (("c1", "web.yaml"), manifests(C1)),
+                (("c2", "web.yaml"), manifests(C2)),
+            ]),
+        }
+    }
+
+    /// The live object as a sync of `commit` leaves it, with what the server adds.
+    fn live(kind: &str, commit: &str) -> Value {
+        let source = if commit == "c1" { C1 } else { C2 };
+        let m = manifests(source)
+            .iter()
+            .find(|m| m.kind() == kind)
+            .cloned()
+            .expect("declared");
+        let mut object = m.object;
+        object["metadata"]["namespace"] = "shop".into();
+        object["metadata"]["uid"] = "u-1".into();
+        if kind == "Deployment" {
+            object["spec"]["revisionHistoryLimit"] = 10.into();
+            object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+                "IfNotPresent".into();
+        }
+        Provenance {
+            commit: commit.into(),
+            app: "shop/web".into(),
+            source_path: "web.yaml".into(),
+        }
+        .stamp(&mut object);
+        object
+    }
+
+    fn update(old: &Value, new: &Value, user: &str, groups: &[&str]) -> AdmissionRequest {
+        let kind = old["kind"].as_str().unwrap_or_default();
+        let group = if kind == "Deployment" { "apps" } else { "" };
+        serde_json::from_value(json!({
+            "uid": "1", "operation": "UPDATE", "name": old["metadata"]["name"], "namespace": "shop",
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": "x"},
+            "userInfo": {"username": user, "groups": groups},
+            "object": new, "oldObject": old
+        }))
+        .expect("a request")
+    }
+
+    fn decide_now(history: &History, request: &AdmissionRequest) -> Verdict {
+        decide(
+            request,
+            Scope::Enforce,
+            &Policy::default(),
+            history,
+            None,
+            jiff::Timestamp::now(),
+        )
+    }
+
+    #[test]
+    fn fields_git_leaves_unset_belong_to_controllers_not_people() {
+        let h = history(Enforcement::Enforce);
+        let old = live("Deployment", "c2");
+        let mut new = old.clone();
+        new["spec"]["revisionHistoryLimit"] = 3.into();
+        let person = decide_now(&h, &update(&old, &new, "alice", &[]));
+        assert!(!person.allowed);
+        assert_eq!(person.reason, Reason::FieldChanged);
+        assert!(
+            person
+                .message
+                .contains("spec.revisionHistoryLimit is not set in Git"),
+            "{}",
+            person.message
+        );
+        let controller = update(
+            &old,
+            &new,
+            "system:serviceaccount:kube-system:deployment-controller",
+            &[],
+        );
+        assert!(decide_now(&h, &controller).allowed);
+        // Git's own fields are Git's, whoever writes.
+        let mut scaled = old.clone();
+        scaled["spec"]["replicas"] = 5.into();
+        let verdict = decide_now(
+            &h,
+            &update(&old, &scaled, "system:kube-controller-manager", &[]),
+        );
+        assert_eq!(verdict.reason, Reason::FieldChanged);
+    }
+
+    #[test]
+    fn a_changed_list_element_is_named_by_its_path() {
+        let h = history(Enforcement::Enforce);
+        let old = live("Deployment", "c2");
+        let mut new = old.clone();
+        new["spec"]["template"]["spec"]["containers"][0]["image"] = "web:evil".into();
+        let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+        assert!(
+            verdict.message.contains(r#"spec.template.spec.containers[0].image is "web:2" in Git, the write makes it "web:evil""#),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn a_sync_may_drop_what_git_let_go_but_a_person_may_not_drop_what_git_sets() {
+        let h = history(Enforcement::Enforce);
+        // The sync from c1 to c2: label tier and the old value go, as Git says.
+        let old = live("ConfigMap", "c1");
+        let new = live("ConfigMap", "c2");
+        let sync = decide_now(&h, &update(&old, &new, "alice", &[]));
+        assert!(sync.allowed, "{}", sync.message);
+        assert_eq!(sync.reason, Reason::Traceable);
+        // Removing a label Git sets is refused.
+        let mut unlabelled = new.clone();
+        unlabelled["metadata"]["labels"]
+            .as_object_mut()
+            .expect("labels")
+            .remove("app");
+        let verdict = decide_now(&h, &update(&new, &unlabelled, "alice", &[]));
+        assert_eq!(verdict.reason, Reason::LabelChanged);
+        // Going back to c1 by hand is a downgrade.
+        let back = decide_now(&h, &update(&new, &old, "alice", &[]));
+        assert_eq!(back.reason, Reason::Downgrade);
+    }
+
+    #[test]
+    fn break_glass_takes_its_group_a_reason_and_a_bounded_expiry() {
+        let h = history(Enforcement::Enforce);
+        let old = live("ConfigMap", "c2");
+        let now = jiff::Timestamp::now();
+        let with = |expires: jiff::Timestamp| {
+            let mut new = old.clone();
+            new["data"]["value"] = "incident".into();
+            new["metadata"]["annotations"][BREAK_GLASS_REASON] = "INC-1".into();
+            new["metadata"]["annotations"][BREAK_GLASS_EXPIRES] = expires.to_string().into();
+            new
+        };
+        let policy = Policy::default();
+        let glass = ["gitops:break-glass"];
+        let run = |new: &Value, groups: &[&str]| {
+            decide(
+                &update(&old, new, "alice", groups),
+                Scope::Enforce,
+                &policy,
+                &h,
+                None,
+                now,
+            )
+        };
+        let ok = run(&with(now + jiff::SignedDuration::from_hours(2)), &glass);
+        assert!(ok.allowed);
+        assert_eq!(ok.outcome, Some(Outcome::BreakGlass));
+        assert_eq!(
+            ok.break_glass.as_ref().map(|b| b.reason.as_str()),
+            Some("INC-1")
+        );
+        let far = run(&with(now + jiff::SignedDuration::from_hours(48)), &glass);
+        assert_eq!(far.reason, Reason::BreakGlassInvalid);
+        assert!(
+            far.message.contains("configured maximum"),
+            "{}",
+            far.message
+        );
+        let outsider = run(&with(now + jiff::SignedDuration::from_hours(2)), &[]);
+        assert_eq!(
+            (outsider.allowed, outsider.reason),
+            (false, Reason::FieldChanged)
+        );
+    }
+
+    #[test]
+    fn warn_mode_admits_and_keeps_a_record() {
+        let h = history(Enforcement::Warn);
+        let old = live("ConfigMap", "c2");
+        let mut new = old.clone();
+        new["data"]["value"] = "3".into();
+        let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+        assert!(verdict.allowed);
+        assert_eq!(verdict.outcome, Some(Outcome::Warned));
+        assert!(
+            verdict.warnings[0].contains("warn mode"),
+            "{:?}",
+            verdict.warnings
+        );
+    }
+
+    #[test]
+    fn objects_a_controller_derives_pass_but_the_same_write_by_a_person_does_not() {
+        let h = history(Enforcement::Enforce);
+        let mut replica_set = live("Deployment", "c2");
+        replica_set["kind"] = "ReplicaSet".into();
+        replica_set["metadata"]["name"] = "web-5d4f".into();
+        replica_set["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-1", "controller": true}]);
+        let mut request = update(
+            &replica_set,
+            &replica_set,
+            "system:serviceaccount:kube-system:deployment-controller",
+            &[],
+        );
+        request.operation = Operation::Create;
+        request.old_object = None;
+        assert_eq!(decide_now(&h, &request).reason, Reason::Controller);
+        request.user_info.username = "alice".into();
+        assert_eq!(decide_now(&h, &request).reason, Reason::NotDeclared);
+    }
+
+    #[test]
+    fn decision_annotations_are_valid_keys_of_the_project() {
+        for key in DECISION_ANNOTATIONS.iter().chain([&ENFORCEMENT_LABEL]) {
+            assert_eq!(crate::provenance::validate_qualified_name(key), Ok(()));
+            assert!(key.starts_with(crate::provenance::API_GROUP));
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub enum CredentialsError {
         name: String,
         app: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("the credentials Secret {namespace}/{name} has no key {key:?}")]
     MissingKey {
@@ -48,7 +48,7 @@ pub async fn for_app(client: &Client, app: &App) -> Result<Option<Credentials>, 
             namespace: namespace.clone(),
             name: name.clone(),
             app: app.name_any(),
-            source,
+            source: Box::new(source),
         })?;
     let data = secret.data.unwrap_or_default();
     let field = |key: &'static str| {
