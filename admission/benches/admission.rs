@@ -1,1 +1,367 @@
-fn main() {}
+//! Admission load benchmark, in process, over TLS on loopback: the webhook's server on one
+//! worker thread, HTTP/2 clients on another, a real Git mirror of a real repository behind the
+//! decision. Prints reviews per second per core of the server and client-observed p50/p99 on the
+//! allow and deny paths, and writes `target/bench-admission.json`.
+//!
+//! The deny path here measures the decision and the answer; in the cluster a refusal also waits
+//! for its audit record to be written to the apiserver before it is answered.
+//!
+//! `cargo bench -p admission` (or `bash scripts/bench.sh`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use admission::knowledge::{Repos, View};
+use admission::metrics::Metrics;
+use admission::server::{self, Webhook};
+use admission::{config, tls};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::runtime::{reflector, watcher};
+use rustls::pki_types::pem::PemObject as _;
+use serde_json::{Value, json};
+use shared::admission::Policy;
+use shared::app::{App, AppSpec, Enforcement};
+
+/// Streams in flight for the throughput runs.
+const CONCURRENCY: usize = 64;
+const REVIEWS: usize = 20_000;
+/// Reviews sent one at a time for the latency runs.
+const SEQUENTIAL: usize = 2_000;
+const SERVER_THREAD: &str = "bench-webhook";
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir().expect("a work directory");
+    let (repo_url, commit) = repository(&work.path().join("repo"));
+
+    // The webhook, as `serve` wires it, minus the apiserver: the app comes from a filled store.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()
+        .expect("the server runtime");
+    let metrics = Arc::new(Metrics::default());
+    let repos = Arc::new(Repos::new(work.path().join("mirrors"), metrics.clone()));
+    let mirror = repos.get(&repo_url).expect("the mirror opens");
+    assert!(
+        server_rt.block_on(repos.fetch(&mirror, None, Instant::now())),
+        "the mirror fetches"
+    );
+    let (store, mut writer) = reflector::store::<App>();
+    writer.apply_watcher_event(&watcher::Event::Apply(app(&repo_url)));
+    let webhook = Arc::new(Webhook {
+        view: View {
+            apps: store,
+            repos,
+            fresh: Arc::default(),
+        },
+        policy: Policy::default(),
+        metrics,
+        auditor: None,
+        client: None,
+        fetch_deadline: Duration::from_secs(2),
+        ready: AtomicBool::new(true),
+    });
+    let certs = config::generate(&["127.0.0.1".to_owned()]).expect("certificates");
+    certs
+        .write(&work.path().join("tls"))
+        .expect("certificates written");
+    let identity = Arc::new(
+        tls::Identity::load(
+            &work.path().join("tls/tls.crt"),
+            &work.path().join("tls/tls.key"),
+        )
+        .expect("the identity loads"),
+    );
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("an address");
+    server_rt.spawn(server::serve(
+        listener,
+        tls::server_config(identity),
+        server::router(webhook),
+        std::future::pending(),
+    ));
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("the client runtime");
+    let allow = review(&commit, "1");
+    let deny = review(&commit, "changed by hand");
+    let mut results = Vec::new();
+    for (path, body, expect_allowed) in [("allow", allow, true), ("deny", deny, false)] {
+        let loaded = client_rt.block_on(load(
+            address,
+            &certs.ca,
+            body.clone(),
+            expect_allowed,
+            CONCURRENCY,
+            REVIEWS,
+        ));
+        let alone = client_rt.block_on(load(
+            address,
+            &certs.ca,
+            body,
+            expect_allowed,
+            1,
+            SEQUENTIAL,
+        ));
+        results.push((path, loaded, alone));
+    }
+
+    println!(
+        "admission over TLS on loopback (HTTP/2), server on one worker thread; {REVIEWS} reviews \
+         {CONCURRENCY} at a time for throughput, {SEQUENTIAL} one at a time for latency"
+    );
+    println!(
+        "{:<6} {:>11} {:>11} {:>11} {:>11} {:>13} {:>13}",
+        "path", "reviews/s", "per core/s", "p50", "p99", "p50 loaded", "p99 loaded"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut json_rows = Vec::new();
+    for (path, loaded, alone) in &results {
+        let per_core = REVIEWS as f64 / loaded.server_cpu.max(1e-9);
+        println!(
+            "{path:<6} {:>11.0} {:>11.0} {:>9.3}ms {:>9.3}ms {:>11.3}ms {:>11.3}ms",
+            loaded.per_second,
+            per_core,
+            ms(alone.p50),
+            ms(alone.p99),
+            ms(loaded.p50),
+            ms(loaded.p99)
+        );
+        json_rows.push(json!({
+            "path": path, "reviews": REVIEWS, "concurrency": CONCURRENCY,
+            "reviews_per_second": loaded.per_second, "reviews_per_core_second": per_core,
+            "server_cpu_seconds": loaded.server_cpu,
+            "p50_ms": ms(alone.p50), "p99_ms": ms(alone.p99),
+            "p50_loaded_ms": ms(loaded.p50), "p99_loaded_ms": ms(loaded.p99),
+        }));
+    }
+    let target = "5000 reviews/s per core on the allow path";
+    let allow_per_core = REVIEWS as f64 / results[0].1.server_cpu.max(1e-9);
+    println!("target: {target}: {:.2}x of it", allow_per_core / 5000.0);
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-admission.json");
+    let _ = std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json!({"results": json_rows})).unwrap_or_default(),
+    );
+}
+
+struct Run {
+    per_second: f64,
+    server_cpu: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Sends `reviews` copies of `body` over one HTTP/2 connection, `concurrency` at a time.
+async fn load(
+    address: std::net::SocketAddr,
+    ca: &str,
+    body: Bytes,
+    expect_allowed: bool,
+    concurrency: usize,
+    reviews: usize,
+) -> Run {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots
+            .add(cert.expect("the CA parses"))
+            .expect("the CA is usable");
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+
+    let send = move |sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>, body: Bytes| async move {
+        let request = hyper::Request::post(format!("https://{address}/validate/enforce"))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("a request");
+        let started = Instant::now();
+        let response = sender
+            .clone()
+            .send_request(request)
+            .await
+            .expect("an answer");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let took = started.elapsed();
+        let answer: Value = serde_json::from_slice(&bytes).expect("an AdmissionReview");
+        (took, answer["response"]["allowed"] == true)
+    };
+    // Warm the caches and the connection.
+    for _ in 0..200 {
+        let (_, allowed) = send(sender.clone(), body.clone()).await;
+        assert_eq!(allowed, expect_allowed);
+    }
+    let cpu_before = server_cpu_seconds();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let sender = sender.clone();
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(reviews / concurrency + 1);
+            for _ in 0..reviews / concurrency {
+                let (took, allowed) = send(sender.clone(), body.clone()).await;
+                assert_eq!(allowed, expect_allowed);
+                latencies.push(took);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(reviews);
+    for worker in workers {
+        latencies.extend(worker.await.expect("a client task"));
+    }
+    let wall = started.elapsed();
+    let server_cpu = server_cpu_seconds() - cpu_before;
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    Run {
+        per_second: latencies.len() as f64 / wall.as_secs_f64(),
+        server_cpu: server_cpu * reviews as f64 / latencies.len() as f64,
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// CPU time of the server's threads (user + system), from /proc.
+fn server_cpu_seconds() -> f64 {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with(SERVER_THREAD) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime 13th.
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            ticks += fields
+                .get(11)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+            ticks += fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// A repository with the app's manifests, made with the git CLI: (file:// URL, commit).
+fn repository(dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(dir.join("app")).expect("a directory");
+    std::fs::write(
+        dir.join("app/settings.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata:\n  value: \"1\"\n",
+    )
+    .expect("a manifest");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    git(&["add", "--all"]);
+    git(&["commit", "--quiet", "-m", "settings"]);
+    (
+        format!("file://{}", dir.display()),
+        git(&["rev-parse", "HEAD"]),
+    )
+}
+
+fn app(repo_url: &str) -> App {
+    let mut app = App::new(
+        "web",
+        AppSpec {
+            repo_url: repo_url.to_owned(),
+            branch: "main".into(),
+            path: "app".into(),
+            destination_namespace: None,
+            prune: false,
+            interval_seconds: 180,
+            enforcement: Enforcement::Enforce,
+            credentials_secret: None,
+        },
+    );
+    app.metadata.namespace = Some("shop".into());
+    app
+}
+
+/// An update of the synced ConfigMap that sets `value`: "1" is Git's (allowed), anything else
+/// is an edit by hand (refused).
+fn review(commit: &str, value: &str) -> Bytes {
+    let object = |value: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "settings", "namespace": "shop", "uid": "6a1c", "resourceVersion": "41",
+                "labels": {"app": "web"},
+                "annotations": {
+                    "gitops.kubectl-gitops.dev/commit": commit,
+                    "gitops.kubectl-gitops.dev/app": "shop/web",
+                    "gitops.kubectl-gitops.dev/source-path": "app/settings.yaml"
+                },
+                "managedFields": [{"manager": "kubectl-gitops", "operation": "Apply"}]
+            },
+            "data": {"value": value}
+        })
+    };
+    Bytes::from(
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "5d7c2a4e-0000-4000-8000-000000000001",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "settings", "namespace": "shop", "operation": "UPDATE",
+                "userInfo": {"username": "alice@example.com", "groups": ["developers", "system:authenticated"]},
+                "object": object(value), "oldObject": object("1")
+            }
+        })
+        .to_string(),
+    )
+}

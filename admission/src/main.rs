@@ -1,14 +1,6 @@
 //! `admission`: the validating admission webhook of kubectl-gitops. `main` parses, wires the
 //! parts together and maps the outcome to an exit code.
 
-mod audit;
-mod config;
-mod knowledge;
-mod log;
-mod metrics;
-mod server;
-mod tls;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,10 +16,11 @@ use kube::{Api, Client};
 use shared::admission::Policy;
 use shared::app::App;
 
-use crate::config::{DEFAULT_NAME, DEFAULT_NAMESPACE, Target};
-use crate::knowledge::{Repos, View};
-use crate::metrics::Metrics;
-use crate::server::Webhook;
+use admission::config::{self, DEFAULT_NAME, DEFAULT_NAMESPACE, Target};
+use admission::knowledge::{Repos, View};
+use admission::metrics::Metrics;
+use admission::server::{self, Webhook};
+use admission::{audit, log, tls};
 
 const EXIT_CODES: &str = "\
 Exit codes:

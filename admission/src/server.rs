@@ -234,21 +234,26 @@ impl Webhook {
         verdict
     }
 
+    /// Runs the decision on this worker thread, telling the runtime it may block (a Git lookup
+    /// the caches do not hold reads the mirror); the cached path takes microseconds and saves
+    /// the hop to another thread. Needs the multi-threaded runtime.
     async fn decide(
         &self,
         request: &Arc<AdmissionRequest>,
         scope: Scope,
         parent: Option<Value>,
     ) -> Verdict {
-        let view = self.view.clone();
-        let policy = self.policy.clone();
-        let request = request.clone();
         let now = jiff::Timestamp::now();
-        tokio::task::spawn_blocking(move || {
-            admission::decide(&request, scope, &policy, &view, parent.as_ref(), now)
+        tokio::task::block_in_place(|| {
+            admission::decide(
+                request,
+                scope,
+                &self.policy,
+                &self.view,
+                parent.as_ref(),
+                now,
+            )
         })
-        .await
-        .unwrap_or_else(|e| Verdict::malformed(format!("the decision failed: {e}")))
     }
 
     /// Reads the app the write names from the apiserver, for when the watch lags behind a
