@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on the local control plane: build the tools, start a real Kubernetes
 # 1.37 control plane, make an example Git repository, define an app for it, sync the branch with
-# provenance, merge a change and sync again (pruning what left Git), show status and history,
-# and stop everything again.
+# provenance under the admission webhook, show a refused `kubectl edit` and its audit record,
+# merge a change and sync again (pruning what left Git), show status and history, and stop
+# everything again.
 # Set KEEP=1 to leave the cluster running afterwards (stop it with scripts/cluster.sh stop).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,9 +24,18 @@ state="$root/.state/demo"
 step "starting the local control plane in $state"
 localcluster stop --dir "$state" 2>/dev/null || true
 rm -rf "$state"
-if [[ -z "${KEEP:-}" ]]; then
-  trap 'step "stopping the local control plane"; localcluster stop --dir "$state"' EXIT
-fi
+webhook_pid=
+stop_all() {
+  if [[ -n "$webhook_pid" ]]; then
+    step "stopping the admission webhook (it removes its registration)"
+    kill "$webhook_pid" 2>/dev/null && wait "$webhook_pid" 2>/dev/null || true
+  fi
+  if [[ -z "${KEEP:-}" ]]; then
+    step "stopping the local control plane"
+    localcluster stop --dir "$state"
+  fi
+}
+trap stop_all EXIT
 KUBECONFIG=$(localcluster start --dir "$state")
 export KUBECONFIG
 
@@ -36,9 +46,20 @@ kubectl get nodes -o wide
 step "kubectl finds the plugin on PATH"
 kubectl plugin list --name-only
 
-step "installing the App CRD"
+step "installing the CRDs (App, AuditRecord)"
 kubectl gitops crd | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev --timeout=60s
+kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev \
+  crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
+
+step "starting the admission webhook on this host, registered by URL with its own CA"
+"$root/target/debug/admission" local --kubeconfig "$KUBECONFIG" --state-dir "$root/.state/demo-admission" \
+  --listen 127.0.0.1:9443 --unregister-on-exit 2>"$state/admission.log" &
+webhook_pid=$!
+for _ in $(seq 100); do
+  curl -fsS --cacert "$root/.state/demo-admission/tls/ca.crt" https://127.0.0.1:9443/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS --cacert "$root/.state/demo-admission/tls/ca.crt" https://127.0.0.1:9443/readyz
 
 repo="$root/.state/demo-repo"
 step "creating an example repository at $repo (branch main)"
@@ -83,14 +104,25 @@ git add --all && git commit --quiet -m "web: first release"
 step "kubectl gitops verify (what a pipeline runs before merging)"
 kubectl gitops verify "$repo/apps/web"
 
-step "defining the app and syncing the branch"
+step "defining the app and syncing the branch into an enforced namespace"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f -
+kubectl label namespace demo gitops.kubectl-gitops.dev/enforcement=enforce --overwrite
+# The apiserver picks the namespace label up within a moment; wait until it asks the webhook.
+until kubectl -n demo create configmap probe --dry-run=server 2>&1 | grep -q no-provenance; do sleep 0.2; done
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
 kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune
 kubectl gitops -n demo sync web --wait --timeout 2m
 
 step "every object carries the commit, app and file it came from"
 kubectl -n demo get deployment web -o jsonpath='{.metadata.annotations}{"\n"}'
+
+step "kubectl edit on a managed object is refused, and says how to change it"
+status=0
+KUBE_EDITOR="sed -i s/replicas:\ 3/replicas:\ 5/" kubectl -n demo edit deployment web || status=$?
+[[ $status -ne 0 ]]
+step "the refusal is on record: kubectl gitops audit"
+kubectl gitops -n demo audit
+kubectl gitops -n demo audit --object deployment/web --diff | tail -n +3
 
 step "merging a change: new image, one ConfigMap removed from Git"
 sed -i 's/web:1/web:2/' "$repo/apps/web/deployment.yaml"

@@ -83,7 +83,7 @@ enum Command {
     },
     /// Without cert-manager: generate a CA and serving certificate into the webhook's TLS Secret
     /// and set the CA as the caBundle of its ValidatingWebhookConfiguration.
-    #[command(after_help = "Examples:\n  admission certs --namespace kubectl-gitops-system")]
+    #[command(after_help = "Examples:\n  admission certs --namespace kubectl-gitops")]
     Certs {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
