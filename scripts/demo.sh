@@ -108,7 +108,9 @@ step "defining the app and syncing the branch into an enforced namespace"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl label namespace demo gitops.kubectl-gitops.dev/enforcement=enforce --overwrite
 # The apiserver picks the namespace label up within a moment; wait until it asks the webhook.
-until kubectl -n demo create configmap probe --dry-run=server 2>&1 | grep -q no-provenance; do sleep 0.2; done
+until { kubectl -n demo create configmap probe --dry-run=server 2>&1 || true; } | grep -q no-provenance; do
+  sleep 0.2
+done
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
 kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune
 kubectl gitops -n demo sync web --wait --timeout 2m
