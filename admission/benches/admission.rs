@@ -117,11 +117,11 @@ fn main() {
         results.push((path, loaded, alone));
     }
 
-    println!(
+    eprintln!(
         "admission over TLS on loopback (HTTP/2), server on one worker thread; {REVIEWS} reviews \
          {CONCURRENCY} at a time for throughput, {SEQUENTIAL} one at a time for latency"
     );
-    println!(
+    eprintln!(
         "{:<6} {:>11} {:>11} {:>11} {:>11} {:>13} {:>13}",
         "path", "reviews/s", "per core/s", "p50", "p99", "p50 loaded", "p99 loaded"
     );
@@ -129,7 +129,7 @@ fn main() {
     let mut json_rows = Vec::new();
     for (path, loaded, alone) in &results {
         let per_core = REVIEWS as f64 / loaded.server_cpu.max(1e-9);
-        println!(
+        eprintln!(
             "{path:<6} {:>11.0} {:>11.0} {:>9.3}ms {:>9.3}ms {:>11.3}ms {:>11.3}ms",
             loaded.per_second,
             per_core,
@@ -148,7 +148,7 @@ fn main() {
     }
     let target = "5000 reviews/s per core on the allow path";
     let allow_per_core = REVIEWS as f64 / results[0].1.server_cpu.max(1e-9);
-    println!("target: {target}: {:.2}x of it", allow_per_core / 5000.0);
+    eprintln!("target: {target}: {:.2}x of it", allow_per_core / 5000.0);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-admission.json");
     let _ = std::fs::write(
         &out,

@@ -44,6 +44,8 @@ struct Facts {
     commits: HashSet<ObjectId>,
     ancestry: HashMap<(ObjectId, ObjectId), bool>,
     heads: HashMap<String, ObjectId>,
+    /// Bumped by every fetch; a head read before a fetch is not cached after it.
+    generation: u64,
     files: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
     trees: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
 }
@@ -135,6 +137,7 @@ impl Repos {
         }
         if let Ok(mut facts) = repo.facts.lock() {
             facts.heads.clear();
+            facts.generation += 1;
         }
         if let Err(e) = &outcome {
             crate::log::event(
@@ -185,19 +188,20 @@ impl Repo {
     }
 
     fn head(&self, branch: &str) -> Lookup<ObjectId> {
-        if let Some(id) = self
-            .facts
-            .lock()
-            .ok()
-            .and_then(|f| f.heads.get(branch).copied())
-        {
-            return Ok(id);
-        }
+        let generation = match self.facts.lock() {
+            Ok(facts) => match facts.heads.get(branch) {
+                Some(id) => return Ok(*id),
+                None => facts.generation,
+            },
+            Err(_) => 0,
+        };
         let id = self
             .mirror
             .branch_head(branch)
             .map_err(|e| error_chain(&e))?;
-        if let Ok(mut facts) = self.facts.lock() {
+        if let Ok(mut facts) = self.facts.lock()
+            && facts.generation == generation
+        {
             facts.heads.insert(branch.to_owned(), id);
         }
         Ok(id)

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 /// Largest review accepted; the apiserver's own request limit is 3 MiB, a review carries the
 /// object twice.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Longest a review may take, inside the configuration's timeoutSeconds (5): an answer, even a
+/// refusal, is better than the apiserver's timeout.
+const REVIEW_DEADLINE: Duration = Duration::from_secs(4);
 /// How much of an oversized body is read (and dropped) so the client gets the 413 answer
 /// instead of a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -107,7 +110,19 @@ async fn validate(
         );
     };
     let request = Arc::new(request);
-    let verdict = webhook.review(request.clone(), scope).await;
+    let verdict =
+        match tokio::time::timeout(REVIEW_DEADLINE, webhook.review(request.clone(), scope)).await {
+            Ok(verdict) => verdict,
+            Err(_) => {
+                let mut verdict = Verdict::malformed(format!(
+                    "{} could not be decided within {}s (Git or the apiserver is slow); try again",
+                    request.object_name(),
+                    REVIEW_DEADLINE.as_secs()
+                ));
+                verdict.reason = admission::Reason::GitUnavailable;
+                verdict
+            }
+        };
     let verdict_label = match (verdict.allowed, verdict.outcome) {
         (false, _) => "denied",
         (true, Some(Outcome::BreakGlass)) => "break-glass",
@@ -300,10 +315,13 @@ impl Webhook {
             None => None,
         };
         let repos = self.view.repos.clone();
-        let fetch = async move { repos.fetch(&repo, credentials, since).await };
-        tokio::time::timeout(self.fetch_deadline, fetch)
-            .await
-            .unwrap_or(false)
+        // The fetch runs on as its own task if the deadline passes, holding the mirror's fetch
+        // lock until it is done, so no second fetch starts on the same mirror meanwhile.
+        let fetch = tokio::spawn(async move { repos.fetch(&repo, credentials, since).await });
+        matches!(
+            tokio::time::timeout(self.fetch_deadline, fetch).await,
+            Ok(Ok(true))
+        )
     }
 
     /// For the scale subresource: the review with the parent's kind, and the live parent.

@@ -228,6 +228,7 @@ pub enum Reason {
     AppUnchanged,
     BreakGlass,
     Warned,
+    Terminating,
     // Refused.
     FieldChanged,
     ScaleManaged,
@@ -261,6 +262,7 @@ impl Reason {
             Reason::AppUnchanged => "app-unchanged",
             Reason::BreakGlass => "break-glass",
             Reason::Warned => "warned",
+            Reason::Terminating => "terminating",
             Reason::FieldChanged => "field-changed",
             Reason::ScaleManaged => "scale-managed",
             Reason::LabelChanged => "label-changed",
@@ -316,6 +318,19 @@ impl Reason {
                 | Reason::AppUnchanged
                 | Reason::BreakGlass
                 | Reason::Warned
+                | Reason::Terminating
+        )
+    }
+
+    /// Whether the refusal is about what the write changes (not about provenance or Git).
+    fn is_about_content(self) -> bool {
+        matches!(
+            self,
+            Reason::FieldChanged
+                | Reason::ScaleManaged
+                | Reason::LabelChanged
+                | Reason::AnnotationChanged
+                | Reason::ContentDiffers
         )
     }
 }
@@ -515,6 +530,15 @@ impl Decision<'_> {
         if self.controller && self.write.new.as_ref().is_some_and(has_controller_owner) {
             return Ok(Verdict::allow(Reason::Controller));
         }
+        if self
+            .write
+            .old
+            .as_ref()
+            .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null())
+        {
+            // Its deletion was admitted; what remains is finalizers being let go.
+            return Ok(Verdict::allow(Reason::Terminating));
+        }
         let Some(provenance) = new_provenance else {
             if old_provenance.is_some() {
                 return Err(violation(
@@ -530,7 +554,14 @@ impl Decision<'_> {
                 "the object carries no provenance: it was not written by a sync from Git",
             ));
         };
-        self.managed_write(&provenance, old_provenance.as_ref())
+        match self.managed_write(&provenance, old_provenance.as_ref()) {
+            // A controller is held to the fields Git sets; whether the app, its commit or its
+            // mirror are at hand is not its concern.
+            Err(v) if self.controller && !v.reason.is_about_content() => {
+                Ok(Verdict::allow(Reason::Controller))
+            }
+            other => other,
+        }
     }
 
     /// An app definition that is not itself managed from Git: creating it is onboarding; changing
@@ -539,29 +570,31 @@ impl Decision<'_> {
         if self.write.operation != Operation::Update {
             return Ok(Verdict::allow(Reason::Unmanaged));
         }
-        let source = |v: &Option<Value>| {
-            let spec = v.as_ref().map(|v| &v["spec"]);
-            let field = |name: &str, default: &str| {
-                spec.and_then(|s| s[name].as_str())
-                    .unwrap_or(default)
-                    .to_owned()
-            };
-            (
-                field("repoURL", ""),
-                field("branch", "main"),
-                field("path", "."),
-            )
+        let field = |v: &Option<Value>, name: &str, default: &str| {
+            v.as_ref()
+                .and_then(|v| v["spec"][name].as_str())
+                .unwrap_or(default)
+                .to_owned()
         };
-        let (old, new) = (source(&self.write.old), source(&self.write.new));
-        if old == new {
+        let changed: Vec<String> = GUARDED_APP_FIELDS
+            .iter()
+            .filter_map(|(name, default)| {
+                let (old, new) = (
+                    field(&self.write.old, name, default),
+                    field(&self.write.new, name, default),
+                );
+                (old != new).then(|| format!("spec.{name} from {old:?} to {new:?}"))
+            })
+            .collect();
+        if changed.is_empty() {
             return Ok(Verdict::allow(Reason::AppUnchanged));
         }
         Err(violation(
             Reason::AppRepointed,
             format!(
-                "the write re-points the app from {} branch {} path {} to {} branch {} path {}; \
-                 an app changes its source only when the change comes from Git",
-                old.0, old.1, old.2, new.0, new.1, new.2
+                "the write changes {}; an app changes where it syncs from and how it is guarded \
+                 only when the change comes from Git",
+                changed.join(", ")
             ),
         ))
     }
@@ -638,8 +671,9 @@ impl Decision<'_> {
         }
         let git = |r: Lookup<bool>| r.map_err(|e| with(violation(Reason::GitUnavailable, e)));
         if !git(self.knowledge.has_commit(&app, commit))? {
+            let full_id = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
             return Err(Violation {
-                fetch_may_help: true,
+                fetch_may_help: full_id,
                 ..with(violation(
                     Reason::UnknownCommit,
                     format!("commit {commit} does not exist in {}", app.spec.repo_url),
@@ -812,8 +846,17 @@ impl Decision<'_> {
             break_glass: None,
             fetch_may_help: v.fetch_may_help,
         };
-        if self.policy.may_break_glass(&self.request.user_info) {
-            let source = self.write.new.as_ref().or(self.write.old.as_ref());
+        let warn = scope == Scope::Warn
+            || v.app
+                .as_ref()
+                .is_some_and(|a| a.spec.enforcement == Enforcement::Warn);
+        let source = self.write.new.as_ref().or(self.write.old.as_ref());
+        let marked = source.is_some_and(|o| {
+            DECISION_ANNOTATIONS
+                .iter()
+                .any(|k| o["metadata"]["annotations"].get(k).is_some())
+        });
+        if self.policy.may_break_glass(&self.request.user_info) && (marked || !warn) {
             match break_glass(source, self.policy, now) {
                 Ok(bg) => {
                     verdict.allowed = true;
@@ -835,11 +878,7 @@ impl Decision<'_> {
                 }
             }
         }
-        let warn = scope == Scope::Warn
-            || v.app
-                .as_ref()
-                .is_some_and(|a| a.spec.enforcement == Enforcement::Warn);
-        if warn && v.reason != Reason::GitUnavailable {
+        if warn {
             verdict.allowed = true;
             verdict.outcome = Some(Outcome::Warned);
             verdict
@@ -893,6 +932,16 @@ fn has_controller_owner(object: &Value) -> bool {
         .as_array()
         .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
 }
+
+/// App fields that decide what is synced and how it is guarded, with their defaults.
+const GUARDED_APP_FIELDS: [(&str, &str); 6] = [
+    ("repoURL", ""),
+    ("branch", "main"),
+    ("path", "."),
+    ("destinationNamespace", ""),
+    ("enforcement", "Enforce"),
+    ("credentialsSecret", ""),
+];
 
 /// `namespace/name` of an app, as the app annotation spells it.
 pub fn app_key(app: &App) -> String {
@@ -1049,6 +1098,7 @@ fn unexplained_changes(
         new.as_ref(),
         Some(wanted),
         released,
+        false,
     );
     walk.changes
 }
@@ -1067,10 +1117,14 @@ impl Walk {
         new: Option<&'v Value>,
         git: Option<&'v Value>,
         released: Option<&'v Value>,
+        introduced: bool,
     ) {
         if self.update && old == new {
             return;
         }
+        // Part of what Git sets that the write brings in (a new container, port, volume): the
+        // server fills in its defaults there as on a create.
+        let introduced = introduced || (old.is_none() && new.is_some() && git.is_some());
         if skipped(path) {
             return;
         }
@@ -1087,6 +1141,7 @@ impl Walk {
                     have.get(i),
                     Some(want),
                     released.and_then(|v| v.get(i)),
+                    introduced,
                 );
                 path.pop();
             }
@@ -1120,6 +1175,7 @@ impl Walk {
                     new.and_then(|v| v.get(key)),
                     git.and_then(|v| v.get(key)),
                     released.and_then(|v| v.get(key)),
+                    introduced,
                 );
                 path.pop();
             }
@@ -1129,7 +1185,8 @@ impl Walk {
             Some(want) => {
                 let explained = match new {
                     Some(have) => normalise::contains(have, want) && same_length(have, want),
-                    None => want.is_null(),
+                    // The server drops empty values (`false`, `0`, `""`, `[]`, `{}`).
+                    None => normalise::is_empty_value(want),
                 };
                 let kind = match path.as_slice() {
                     ["metadata", "labels", _] => ChangeKind::Label,
@@ -1149,7 +1206,7 @@ impl Walk {
                 let allowed = new.is_none()
                     || self.controller
                     || released.is_some()
-                    || (kind == ChangeKind::Unmanaged && !self.update);
+                    || (kind == ChangeKind::Unmanaged && (!self.update || introduced));
                 if !allowed {
                     self.push(path, kind, None, new);
                 }
@@ -1471,6 +1528,101 @@ mod tests {
         assert_eq!(decide_now(&h, &request).reason, Reason::Controller);
         request.user_info.username = "alice".into();
         assert_eq!(decide_now(&h, &request).reason, Reason::NotDeclared);
+    }
+
+    #[test]
+    fn server_defaults_inside_what_a_sync_brings_in_pass_but_not_beside_it() {
+        let h = history(Enforcement::Enforce);
+        let old = live("Deployment", "c2");
+        // The sync of c2 again after Git gained a sidecar would carry its defaults.
+        let mut with_sidecar = old.clone();
+        let mut h2 = History {
+            app: h.app.clone(),
+            files: h.files.clone(),
+        };
+        let c2_sidecar = C2.replace(
+            "containers: [{name: main, image: 'web:2'}]",
+            "containers: [{name: main, image: 'web:2'}, {name: proxy, image: 'proxy:1', args: []}]",
+        );
+        h2.files.insert(("c2", "web.yaml"), manifests(&c2_sidecar));
+        with_sidecar["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(
+                json!({"name": "proxy", "image": "proxy:1", "imagePullPolicy": "IfNotPresent",
+                "terminationMessagePath": "/dev/termination-log"}),
+            );
+        let sync = decide_now(&h2, &update(&old, &with_sidecar, "alice", &[]));
+        assert!(sync.allowed, "{}", sync.message);
+        // A field beside it (the pod spec existed before) is still not theirs to set.
+        let mut host = with_sidecar.clone();
+        host["spec"]["template"]["spec"]["hostNetwork"] = true.into();
+        let verdict = decide_now(&h2, &update(&old, &host, "alice", &[]));
+        assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+    }
+
+    #[test]
+    fn an_app_keeps_its_source_and_its_enforcement_unless_git_changes_them() {
+        let h = history(Enforcement::Enforce);
+        let old = serde_json::to_value(&*h.app).expect("an app serialises");
+        let mut relaxed = old.clone();
+        relaxed["spec"]["enforcement"] = "Warn".into();
+        let mut request = update(&old, &relaxed, "alice", &[]);
+        request.kind.kind = "App".into();
+        let verdict = decide(
+            &request,
+            Scope::Apps,
+            &Policy::default(),
+            &h,
+            None,
+            jiff::Timestamp::now(),
+        );
+        assert_eq!(verdict.reason, Reason::AppRepointed);
+        assert!(
+            verdict
+                .message
+                .contains("spec.enforcement from \"Enforce\" to \"Warn\""),
+            "{}",
+            verdict.message
+        );
+        let mut slower = old.clone();
+        slower["spec"]["intervalSeconds"] = 600.into();
+        request.object = Some(slower);
+        let verdict = decide(
+            &request,
+            Scope::Apps,
+            &Policy::default(),
+            &h,
+            None,
+            jiff::Timestamp::now(),
+        );
+        assert!(verdict.allowed, "{}", verdict.message);
+    }
+
+    #[test]
+    fn controllers_are_not_held_up_by_a_missing_app_or_a_terminating_object() {
+        let h = history(Enforcement::Enforce);
+        let old = live("ConfigMap", "c2");
+        let mut orphan = old.clone();
+        orphan["metadata"]["annotations"][APP_ANNOTATION] = "shop/deleted".into();
+        let mut touched = orphan.clone();
+        touched["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        let gc = update(
+            &orphan,
+            &touched,
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+            &[],
+        );
+        assert_eq!(decide_now(&h, &gc).reason, Reason::Controller);
+        let person = update(&orphan, &touched, "alice", &[]);
+        assert_eq!(decide_now(&h, &person).reason, Reason::UnknownApp);
+        let mut terminating = old.clone();
+        terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        terminating["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        let mut released = terminating.clone();
+        released["metadata"]["finalizers"] = json!([]);
+        let verdict = decide_now(&h, &update(&terminating, &released, "alice", &[]));
+        assert_eq!(verdict.reason, Reason::Terminating);
     }
 
     #[test]

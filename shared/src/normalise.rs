@@ -100,13 +100,32 @@ pub fn contains(live: &Value, wanted: &Value) -> bool {
         }
         (Value::Number(have), Value::Number(want)) => have.as_f64() == want.as_f64(),
         (Value::String(have), Value::String(want)) => have == want || same_quantity(have, want),
+        // A quantity written as a YAML number is kept as a string (`cpu: 1` → "1").
+        (Value::String(have), Value::Number(want)) => same_quantity(have, &want.to_string()),
         (have, want) => have == want,
     }
 }
 
+/// Whether a value is one the apiserver leaves out when it stores an object (`omitempty`).
+pub fn is_empty_value(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
 /// Whether two strings are the same Kubernetes quantity spelled differently (`0.5` and `500m`,
-/// `1Gi` and `1024Mi`), as the apiserver re-spells them.
+/// `1Gi` and `1024Mi`), as the apiserver re-spells them. Two plain integers are the same only
+/// when spelled the same (`010` is not `10`: such strings are more often values than quantities).
 pub fn same_quantity(a: &str, b: &str) -> bool {
+    let integer = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if integer(a) && integer(b) {
+        return a == b;
+    }
     match (quantity(a), quantity(b)) {
         (Some(x), Some(y)) => {
             x == y || ((x - y).abs() <= f64::EPSILON * 8.0 * x.abs().max(y.abs()))
@@ -116,7 +135,7 @@ pub fn same_quantity(a: &str, b: &str) -> bool {
 }
 
 /// The value of a Kubernetes quantity: a decimal number with an optional SI (`m`, `k`, `M`, …),
-/// binary (`Ki`, `Mi`, …) or exponent (`e3`) suffix.
+/// binary (`Ki`, `Mi`, …) suffix. (Exponent forms are not taken: the server never writes them.)
 fn quantity(text: &str) -> Option<f64> {
     const BINARY: [(&str, f64); 6] = [
         ("Ki", 1024.0),
@@ -154,10 +173,6 @@ fn quantity(text: &str) -> Option<f64> {
         && let Some(n) = number(&text[..text.len() - 1])
     {
         return Some(n * factor);
-    }
-    if let Some((mantissa, exponent)) = text.split_once(['e', 'E']) {
-        let exponent: i32 = exponent.parse().ok()?;
-        return number(mantissa).map(|n| n * 10f64.powi(exponent));
     }
     number(text)
 }
@@ -212,7 +227,12 @@ mod tests {
     fn quantities_compare_by_value_not_spelling() {
         assert!(same_quantity("0.5", "500m"));
         assert!(same_quantity("1Gi", "1024Mi"));
-        assert!(same_quantity("1e3", "1k"));
+        assert!(
+            !same_quantity("010", "10"),
+            "plain integers compare as written"
+        );
+        assert!(!same_quantity("1e1", "10"), "no exponent forms");
+        assert!(contains(&json!({"cpu": "1"}), &json!({"cpu": 1})));
         assert!(same_quantity("128974848", "123Mi"));
         assert!(!same_quantity("1", "2"));
         assert!(!same_quantity("web", "web2"));
