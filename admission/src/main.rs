@@ -461,17 +461,21 @@ async fn serve(
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
+                // Each repository on its own task: a remote that hangs holds up only itself.
                 for app in apps.state() {
                     let Ok(repo) = repos.get(&app.spec.repo_url) else {
                         continue;
                     };
-                    let credentials = shared::credentials::for_app(&client, &app)
-                        .await
-                        .ok()
-                        .flatten();
-                    let since = std::time::Instant::now().checked_sub(interval / 2);
-                    let since = since.unwrap_or_else(std::time::Instant::now);
-                    repos.fetch(&repo, credentials, since).await;
+                    let (repos, client) = (repos.clone(), client.clone());
+                    tokio::spawn(async move {
+                        let credentials = shared::credentials::for_app(&client, &app)
+                            .await
+                            .ok()
+                            .flatten();
+                        let since = std::time::Instant::now().checked_sub(interval / 2);
+                        let since = since.unwrap_or_else(std::time::Instant::now);
+                        repos.fetch(&repo, credentials, since).await;
+                    });
                 }
             }
         });

@@ -242,6 +242,10 @@ impl Webhook {
                     verdict.message
                 );
                 verdict.warnings.clear();
+            } else if outcome == Outcome::Warned {
+                verdict
+                    .warnings
+                    .push(format!("this write could not be recorded for audit: {e}"));
             }
             return verdict;
         }

@@ -1157,14 +1157,10 @@ impl Walk {
             Some(_) => false,
         };
         if recurse {
-            let mut keys: Vec<&'v str> = Vec::new();
+            let mut keys: std::collections::BTreeSet<&'v str> = Default::default();
             for side in [old, new, git] {
                 if let Some(Value::Object(map)) = side {
-                    for key in map.keys() {
-                        if !keys.contains(&key.as_str()) {
-                            keys.push(key);
-                        }
-                    }
+                    keys.extend(map.keys().map(String::as_str));
                 }
             }
             for key in keys {
