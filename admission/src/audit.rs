@@ -204,15 +204,9 @@ fn record_name(uid: &str) -> String {
 
 /// The attempted change as a unified diff of YAML, with Secret values hidden.
 pub fn diff(old: Option<&Value>, new: Option<&Value>) -> String {
-    let present = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(normalise::for_comparison);
-    let (mut old, mut new) = (present(old), present(new));
-    normalise::redact_secrets(old.as_mut(), new.as_mut());
-    let yaml = |v: &Option<Value>| {
-        v.as_ref()
-            .map(|v| serde_saphyr::to_string(v).unwrap_or_default())
-            .unwrap_or_default()
+    let Some((before, after)) = normalise::yaml_sides(old, new) else {
+        return String::new();
     };
-    let (before, after) = (yaml(&old), yaml(&new));
     similar::TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(3)

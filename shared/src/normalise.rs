@@ -47,6 +47,23 @@ pub fn for_comparison(object: &Value) -> Value {
     object
 }
 
+/// Both sides of a change as YAML for a diff: normalised for comparison, Secret values hidden.
+/// `None` when they are the same once normalised. (A side that does not exist is empty.)
+pub fn yaml_sides(before: Option<&Value>, after: Option<&Value>) -> Option<(String, String)> {
+    let present = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(for_comparison);
+    let (mut before, mut after) = (present(before), present(after));
+    if before == after {
+        return None;
+    }
+    redact_secrets(before.as_mut(), after.as_mut());
+    let yaml = |v: &Option<Value>| {
+        v.as_ref()
+            .map(|v| serde_saphyr::to_string(v).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    Some((yaml(&before), yaml(&after)))
+}
+
 /// Hides the values of a Secret pair before they are shown, keeping whether each key changed:
 /// `***` where both sides agree, `*** (before)` and `*** (after)` where they differ.
 pub fn redact_secrets(before: Option<&mut Value>, after: Option<&mut Value>) {

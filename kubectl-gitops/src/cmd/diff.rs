@@ -7,7 +7,6 @@ use std::io::Write;
 use anyhow::Context as _;
 use clap::Args;
 use kube::Api;
-use serde_json::Value;
 use shared::app::App;
 use shared::normalise;
 use similar::{ChangeTag, TextDiff};
@@ -75,25 +74,14 @@ async fn diff(args: DiffArgs, kube: &KubeArgs, out: &mut dyn Write) -> anyhow::R
 
 /// The unified diff of one object, or `None` when a sync would not change it.
 pub fn render(comparison: &Comparison, commit: &str, colour: bool) -> Option<String> {
-    let mut live = comparison.live.as_ref().map(normalise::for_comparison);
-    let mut synced = comparison.synced.as_ref().map(normalise::for_comparison);
-    if live == synced {
-        return None;
-    }
-    normalise::redact_secrets(live.as_mut(), synced.as_mut());
-    let yaml = |v: &Option<Value>| {
-        v.as_ref()
-            .map(|v| serde_saphyr::to_string(v).unwrap_or_default())
-            .unwrap_or_default()
-    };
-    let (old, new) = (yaml(&live), yaml(&synced));
+    let (old, new) = normalise::yaml_sides(comparison.live.as_ref(), comparison.synced.as_ref())?;
     let name = comparison.entry.display_name();
-    let before = if live.is_some() {
+    let before = if comparison.live.is_some() {
         format!("live/{name}")
     } else {
         "/dev/null".to_owned()
     };
-    let after = if synced.is_some() {
+    let after = if comparison.synced.is_some() {
         format!("git@{}/{name}", short(commit))
     } else {
         "/dev/null".to_owned()
@@ -131,6 +119,7 @@ fn sign(tag: ChangeTag) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
     use shared::app::InventoryEntry;
 
