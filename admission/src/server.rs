@@ -113,15 +113,14 @@ async fn validate(
     let verdict =
         match tokio::time::timeout(REVIEW_DEADLINE, webhook.review(request.clone(), scope)).await {
             Ok(verdict) => verdict,
-            Err(_) => {
-                let mut verdict = Verdict::malformed(format!(
+            Err(_) => undecided(
+                format!(
                     "{} could not be decided within {}s (Git or the apiserver is slow); try again",
                     request.object_name(),
                     REVIEW_DEADLINE.as_secs()
-                ));
-                verdict.reason = admission::Reason::GitUnavailable;
-                verdict
-            }
+                ),
+                scope,
+            ),
         };
     let verdict_label = match (verdict.allowed, verdict.outcome) {
         (false, _) => "denied",
@@ -176,6 +175,18 @@ async fn read_body(mut body: Body) -> Result<Bytes, usize> {
     }
 }
 
+/// The answer when the webhook cannot decide: a refusal where the namespace is enforced (fail
+/// closed), a warning where it is in warn mode (fail open, as its configuration does).
+fn undecided(message: String, scope: Scope) -> Verdict {
+    let mut verdict = Verdict::malformed(message);
+    verdict.reason = admission::Reason::GitUnavailable;
+    if scope == Scope::Warn {
+        verdict.allowed = true;
+        verdict.warnings.push(verdict.message.clone());
+    }
+    verdict
+}
+
 fn bad_request(webhook: &Webhook, message: String) -> Response {
     webhook.metrics.malformed();
     log::event("malformed-review", &[("error", message.as_str().into())]);
@@ -193,11 +204,7 @@ impl Webhook {
         let arrived = Instant::now();
         let (request, parent) = match self.scale_parent(&request).await {
             Ok(found) => found,
-            Err(message) => {
-                let mut verdict = Verdict::malformed(message);
-                verdict.reason = admission::Reason::GitUnavailable;
-                return verdict;
-            }
+            Err(message) => return undecided(message, scope),
         };
         let mut verdict = self.decide(&request, scope, parent.clone()).await;
         if matches!(
