@@ -36,7 +36,14 @@ const SERVER_THREAD: &str = "bench-webhook";
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let work = tempfile::tempdir().expect("a work directory");
-    let (repo_url, commit) = repository(&work.path().join("repo"));
+    // A real repository, made with the git CLI as the suites make theirs.
+    let repo = e2e::git::Repo::new();
+    repo.write(
+        "app/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata:\n  value: \"1\"\n",
+    );
+    let commit = repo.commit("settings");
+    let repo_url = repo.url();
 
     // The webhook, as `serve` wires it, minus the apiserver: the app comes from a filled store.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -280,37 +287,6 @@ fn server_cpu_seconds() -> f64 {
         }
     }
     ticks as f64 / 100.0
-}
-
-/// A repository with the app's manifests, made with the git CLI: (file:// URL, commit).
-fn repository(dir: &Path) -> (String, String) {
-    std::fs::create_dir_all(dir.join("app")).expect("a directory");
-    std::fs::write(
-        dir.join("app/settings.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata:\n  value: \"1\"\n",
-    )
-    .expect("a manifest");
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@example.invalid")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@example.invalid")
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    git(&["init", "--quiet", "--initial-branch=main"]);
-    git(&["add", "--all"]);
-    git(&["commit", "--quiet", "-m", "settings"]);
-    (
-        format!("file://{}", dir.display()),
-        git(&["rev-parse", "HEAD"]),
-    )
 }
 
 fn app(repo_url: &str) -> App {

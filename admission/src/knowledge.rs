@@ -208,85 +208,86 @@ impl Repo {
     }
 
     fn ancestry(&self, ancestor: ObjectId, descendant: ObjectId) -> Lookup<bool> {
-        let key = (ancestor, descendant);
-        if let Some(known) = self
-            .facts
-            .lock()
-            .ok()
-            .and_then(|f| f.ancestry.get(&key).copied())
-        {
-            return Ok(known);
-        }
-        let answer = self
-            .mirror
-            .is_ancestor(ancestor, descendant)
-            .map_err(|e| error_chain(&e))?;
-        if let Ok(mut facts) = self.facts.lock() {
-            if facts.ancestry.len() >= CACHE_LIMIT {
-                facts.ancestry.clear();
-            }
-            facts.ancestry.insert(key, answer);
-        }
-        Ok(answer)
+        self.cached(
+            |f| &mut f.ancestry,
+            CACHE_LIMIT,
+            (ancestor, descendant),
+            || {
+                self.mirror
+                    .is_ancestor(ancestor, descendant)
+                    .map_err(|e| error_chain(&e))
+            },
+        )
     }
 
     fn file(&self, commit: ObjectId, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
-        let key = (commit, path.to_owned());
-        if let Some(found) = self
-            .facts
-            .lock()
-            .ok()
-            .and_then(|f| f.files.get(&key).cloned())
-        {
-            return Ok(found);
-        }
-        let manifests = match self
-            .mirror
-            .file(commit, path)
-            .map_err(|e| error_chain(&e))?
-        {
-            None => Vec::new(),
-            Some(bytes) => manifest::load([(path, bytes.as_slice())])
-                .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?,
-        };
-        let manifests = Arc::new(manifests);
-        if let Ok(mut facts) = self.facts.lock() {
-            if facts.files.len() >= CACHE_LIMIT {
-                facts.files.clear();
-            }
-            facts.files.insert(key, manifests.clone());
-        }
-        Ok(manifests)
+        self.cached(
+            |f| &mut f.files,
+            CACHE_LIMIT,
+            (commit, path.to_owned()),
+            || {
+                let bytes = self
+                    .mirror
+                    .file(commit, path)
+                    .map_err(|e| error_chain(&e))?;
+                let manifests = match bytes {
+                    None => Vec::new(),
+                    Some(bytes) => manifest::load([(path, bytes.as_slice())])
+                        .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?,
+                };
+                Ok(Arc::new(manifests))
+            },
+        )
     }
 
+    /// Every manifest below `path`: a whole tree, so only a few are kept.
     fn tree(&self, commit: ObjectId, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
-        let key = (commit, path.to_owned());
+        self.cached(
+            |f| &mut f.trees,
+            64,
+            (commit, path.to_owned()),
+            || {
+                let files = self
+                    .mirror
+                    .files(commit, path)
+                    .map_err(|e| error_chain(&e))?;
+                let manifests = manifest::load(
+                    files
+                        .iter()
+                        .map(|f| (f.path.as_str(), f.contents.as_slice())),
+                )
+                .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?;
+                Ok(Arc::new(manifests))
+            },
+        )
+    }
+
+    /// The answer kept in `table` for `key`, else `compute`d (outside the lock) and kept; a
+    /// table that reaches `limit` entries starts over.
+    fn cached<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        table: impl Fn(&mut Facts) -> &mut HashMap<K, V>,
+        limit: usize,
+        key: K,
+        compute: impl FnOnce() -> Lookup<V>,
+    ) -> Lookup<V> {
         if let Some(found) = self
             .facts
             .lock()
             .ok()
-            .and_then(|f| f.trees.get(&key).cloned())
+            .and_then(|mut f| table(&mut f).get(&key).cloned())
         {
             return Ok(found);
         }
-        let files = self
-            .mirror
-            .files(commit, path)
-            .map_err(|e| error_chain(&e))?;
-        let manifests = manifest::load(
-            files
-                .iter()
-                .map(|f| (f.path.as_str(), f.contents.as_slice())),
-        )
-        .map_err(|e| format!("{path} at commit {commit} does not load: {e}"))?;
-        let manifests = Arc::new(manifests);
+        let value = compute()?;
         if let Ok(mut facts) = self.facts.lock() {
-            if facts.trees.len() > 64 {
-                facts.trees.clear();
+            let table = table(&mut facts);
+            if table.len() >= limit {
+                table.clear();
             }
-            facts.trees.insert(key, manifests.clone());
+            table.insert(key, value.clone());
         }
-        Ok(manifests)
+        Ok(value)
     }
 }
 

@@ -207,11 +207,7 @@ impl Webhook {
             Err(message) => return undecided(message, scope),
         };
         let mut verdict = self.decide(&request, scope, parent.clone()).await;
-        if matches!(
-            verdict.reason,
-            admission::Reason::UnknownApp | admission::Reason::Downgrade
-        ) && self.refresh_app(&request).await
-        {
+        if verdict.app_may_be_stale && self.refresh_app(&request).await {
             verdict = self.decide(&request, scope, parent.clone()).await;
         }
         if verdict.fetch_may_help

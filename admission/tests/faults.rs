@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Webhook, assert_refused, records};
+use common::{Webhook, assert_refused, edit, records};
 use e2e::git::Repo;
 use e2e::gitops::{Gitops, config_map};
 use e2e::{TestNamespace, cluster, wait};
@@ -17,13 +17,6 @@ use serde_json::{Value, json};
 fn webhook() -> &'static Webhook {
     static SHARED: OnceLock<Webhook> = OnceLock::new();
     SHARED.get_or_init(|| Webhook::start("faults"))
-}
-
-fn edit(ns: &str, value: &str) -> e2e::kubectl::Outcome {
-    let patch = format!(r#"{{"data":{{"value":"{value}"}}}}"#);
-    cluster()
-        .kubectl()
-        .run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch])
 }
 
 #[test]
@@ -232,6 +225,124 @@ fn a_rotated_certificate_is_served_without_a_failed_call() {
         webhook.metric("kubectl_gitops_admission_tls_reloads_total"),
         1.0
     );
+
+    // Stopped with --unregister-on-exit, it takes its registration with it.
+    let name = webhook.name.clone();
+    drop(webhook);
+    let gone = cluster()
+        .kubectl()
+        .run(&["get", "validatingwebhookconfiguration", &name]);
+    assert!(
+        !gone.success && gone.stderr.contains("NotFound"),
+        "{gone:?}"
+    );
+}
+
+#[test]
+fn certs_without_cert_manager_write_the_tls_secret_and_the_ca_bundle() {
+    let ns = TestNamespace::new("certs");
+    let kubectl = cluster().kubectl();
+    // A configuration that selects no namespace, so it reviews nothing while the test runs.
+    let config = format!("e2e-certs-{}", ns.name);
+    let webhooks: Vec<Value> = ["enforce", "apps"]
+        .map(|w| {
+            json!({
+                "name": format!("{w}.e2e.kubectl-gitops.dev"),
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "clientConfig": {"service": {"namespace": ns.name, "name": "admission", "path": "/validate/enforce"}},
+                "namespaceSelector": {"matchLabels": {"e2e.kubectl-gitops.dev/never": "true"}},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]
+            })
+        })
+        .into();
+    let registration = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": config},
+        "webhooks": webhooks
+    });
+    let applied = kubectl.run_with_input(&["apply", "-f", "-"], Some(&registration.to_string()));
+    assert!(applied.success, "{applied:?}");
+    let certs = std::process::Command::new(env!("CARGO_BIN_EXE_admission"))
+        .args(["certs", "--kubeconfig"])
+        .arg(cluster().kubeconfig())
+        .args([
+            "--namespace",
+            &ns.name,
+            "--service",
+            "admission",
+            "--secret",
+            "admission-tls",
+        ])
+        .args(["--webhook-config", &config])
+        .output()
+        .expect("admission certs runs");
+    let patched = kubectl.json(&["get", "validatingwebhookconfiguration", &config]);
+    let _ = kubectl.run(&["delete", "validatingwebhookconfiguration", &config]);
+    assert!(certs.status.success(), "{certs:?}");
+
+    let secret = kubectl.json(&["get", "secret", "admission-tls", "-n", &ns.name]);
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = std::collections::HashMap::new();
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        let data = secret["data"][key].as_str().expect("the key is there");
+        let decoded = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(data.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("base64 runs");
+        let path = dir.path().join(key);
+        std::fs::write(&path, &decoded.stdout).expect("write");
+        files.insert(key, (data.to_owned(), path));
+    }
+    // The pair is what the webhook would serve, for the Service's name, signed by the CA.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_admission"))
+        .args(["check-tls", "--tls-cert-file"])
+        .arg(&files["tls.crt"].1)
+        .arg("--tls-key-file")
+        .arg(&files["tls.key"].1)
+        .output()
+        .expect("check-tls runs");
+    assert!(check.status.success(), "{check:?}");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&files["ca.crt"].1)
+        .arg(&files["tls.crt"].1)
+        .output()
+        .expect("openssl runs");
+    assert!(verify.status.success(), "{verify:?}");
+    let names = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&files["tls.crt"].1)
+        .output()
+        .expect("openssl runs");
+    let names = String::from_utf8_lossy(&names.stdout);
+    assert!(
+        names.contains(&format!("admission.{}.svc", ns.name)),
+        "{names}"
+    );
+    // Every webhook of the configuration trusts that CA (both hold its PEM, base64-encoded).
+    let webhooks = patched["webhooks"].as_array().expect("webhooks");
+    assert_eq!(webhooks.len(), 2);
+    for webhook in webhooks {
+        assert_eq!(
+            webhook["clientConfig"]["caBundle"].as_str(),
+            Some(files["ca.crt"].0.as_str()),
+            "{webhook}"
+        );
+    }
 }
 
 #[test]

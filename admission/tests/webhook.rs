@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Webhook, assert_refused, record_for, records};
+use common::{Webhook, assert_refused, edit, record_for, records};
 use e2e::git::Repo;
 use e2e::gitops::{Gitops, config_map, deployment};
 use e2e::{TestNamespace, cluster, wait};
@@ -166,17 +166,8 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
     let ns = s.ns.name.as_str();
     let url = s.repo.url();
 
-    let edit = kubectl.run(&[
-        "patch",
-        "configmap",
-        "settings",
-        "-n",
-        ns,
-        "-p",
-        r#"{"data":{"value":"2"}}"#,
-    ]);
     assert_refused(
-        &edit,
+        &edit(ns, "2"),
         "field-changed",
         &[
             "data.value is \"1\" in Git, the write makes it \"2\"",
@@ -401,6 +392,30 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
         .gitops
         .ok(&["audit", "--object", "settings", "--since", "1h", "--diff"]);
     assert!(with_diff.contains("+  value: \"2\""), "{with_diff}");
+    let everywhere = s.gitops.ok(&["audit", "-A", "-o", "json"]);
+    let everywhere: Value = serde_json::from_str(&everywhere).expect("JSON");
+    let here = everywhere
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|r| r["metadata"]["namespace"] == ns)
+        .count();
+    assert_eq!(here, all.len(), "-A lists this namespace's records too");
+
+    // Each refusal is a structured log line of the webhook.
+    let logged = webhook()
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["namespace"] == ns && l["reason"] == "scale-managed")
+        .expect("a log line for the refused scale");
+    assert_eq!(logged["verdict"], "denied");
+    assert_eq!(logged["user"], "localcluster-admin");
+    assert_eq!(logged["name"], "web");
+    assert!(
+        logged["uid"].as_str().is_some_and(|u| !u.is_empty()),
+        "{logged}"
+    );
 
     // And as Events on the object.
     wait::until("the refusal Events", Duration::from_secs(30), || {
@@ -422,23 +437,15 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
 #[test]
 fn warn_mode_admits_with_a_warning_and_a_record() {
     let s = synced("warn", "warn");
-    let kubectl = cluster().kubectl();
     let ns = s.ns.name.as_str();
-    let edit = kubectl.run(&[
-        "patch",
-        "configmap",
-        "settings",
-        "-n",
-        ns,
-        "-p",
-        r#"{"data":{"value":"hot-fix"}}"#,
-    ]);
-    assert!(edit.success, "{edit:?}");
+    let edited = edit(ns, "hot-fix");
+    assert!(edited.success, "{edited:?}");
     assert!(
-        edit.stderr
+        edited
+            .stderr
             .contains("Warning: not traceable to Git (warn mode)"),
         "{}",
-        edit.stderr
+        edited.stderr
     );
     assert_eq!(get(ns, "configmap/settings")["data"]["value"], "hot-fix");
     let record = record_for(ns, "field-changed");

@@ -10,6 +10,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::Value;
+use shared::admission::{DECISION_ANNOTATIONS, has_break_glass_marks};
 use shared::app::{App, InventoryEntry};
 use shared::manifest::{self, LoadErrors, Manifest};
 use shared::normalise;
@@ -297,7 +298,7 @@ async fn apply_over(
     dry_run: bool,
 ) -> anyhow::Result<Value> {
     let object = stamped(r, app, commit);
-    let broken_glass = before.is_some_and(has_break_glass);
+    let broken_glass = before.is_some_and(has_break_glass_marks);
     if let Some(before) = before
         && !broken_glass
         && normalise::contains(before, &object)
@@ -313,7 +314,7 @@ async fn apply_over(
     {
         Ok(_) if broken_glass && !dry_run => {
             // Git takes the object back: the break-glass marks go with the sync.
-            let marks: serde_json::Map<String, Value> = BREAK_GLASS_ANNOTATIONS
+            let marks: serde_json::Map<String, Value> = DECISION_ANNOTATIONS
                 .iter()
                 .map(|k| ((*k).to_owned(), Value::Null))
                 .collect();
@@ -346,15 +347,6 @@ async fn apply_over(
             )
         }),
     }
-}
-
-const BREAK_GLASS_ANNOTATIONS: [&str; 2] = shared::admission::DECISION_ANNOTATIONS;
-
-/// Whether a live object was last written by break-glass (it still carries the marks).
-pub fn has_break_glass(object: &Value) -> bool {
-    BREAK_GLASS_ANNOTATIONS
-        .iter()
-        .any(|k| object["metadata"]["annotations"].get(k).is_some())
 }
 
 async fn apply_one(

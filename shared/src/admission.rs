@@ -5,6 +5,7 @@
 //! The decision is pure: what it needs to know about apps and Git comes through [`Knowledge`],
 //! which the webhook backs with its watch of app definitions and its Git mirrors.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 use crate::app::{App, Enforcement};
 use crate::manifest::Manifest;
 use crate::normalise;
-use crate::provenance::{APP_ANNOTATION, COMMIT_ANNOTATION, Provenance};
+use crate::provenance::{APP_ANNOTATION, Provenance};
 
 /// Annotation with the reason of a break-glass write; required with [`BREAK_GLASS_EXPIRES`].
 pub const BREAK_GLASS_REASON: &str = "gitops.kubectl-gitops.dev/break-glass-reason";
@@ -108,10 +109,7 @@ pub struct UserInfo {
 impl AdmissionRequest {
     /// `Kind namespace/name`, the way messages name the object.
     pub fn object_name(&self) -> String {
-        match &self.namespace {
-            Some(ns) if !ns.is_empty() => format!("{} {}/{}", self.kind.kind, ns, self.name),
-            _ => format!("{} {}", self.kind.kind, self.name),
-        }
+        crate::manifest::object_name(&self.kind.kind, self.namespace.as_deref(), &self.name)
     }
 
     pub fn is_dry_run(&self) -> bool {
@@ -367,6 +365,9 @@ pub struct Verdict {
     /// The verdict may change once the mirror has fetched (an unknown or unmerged commit, or a
     /// delete of an object that may have just left the branch).
     pub fetch_may_help: bool,
+    /// The verdict may change once the app is read again: it may be new, or have just recorded
+    /// a rollback, and the watch not have delivered it yet.
+    pub app_may_be_stale: bool,
 }
 
 impl Verdict {
@@ -381,6 +382,7 @@ impl Verdict {
             commit: None,
             break_glass: None,
             fetch_may_help: false,
+            app_may_be_stale: false,
         }
     }
 
@@ -423,21 +425,22 @@ pub fn decide(
     }
 }
 
-/// The object before and after the write, as the decision compares them.
+/// The object before and after the write, as the decision compares them: borrowed from the
+/// review, made only for a scale (the parent with the new replicas).
 #[derive(Debug)]
-struct Write {
+struct Write<'a> {
     operation: Operation,
-    old: Option<Value>,
-    new: Option<Value>,
+    old: Option<Cow<'a, Value>>,
+    new: Option<Cow<'a, Value>>,
     scale: bool,
 }
 
-impl Write {
+impl<'a> Write<'a> {
     fn from_request(
-        request: &AdmissionRequest,
-        parent: Option<&Value>,
+        request: &'a AdmissionRequest,
+        parent: Option<&'a Value>,
     ) -> Result<Option<Self>, String> {
-        let object = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
+        let object = |v: &'a Option<Value>| v.as_ref().filter(|v| !v.is_null()).map(Cow::Borrowed);
         match request.sub_resource.as_deref() {
             None | Some("") => {}
             Some("scale") => {
@@ -459,8 +462,8 @@ impl Write {
                 new["spec"]["replicas"] = replicas;
                 return Ok(Some(Write {
                     operation: Operation::Update,
-                    old: Some(parent.clone()),
-                    new: Some(new),
+                    old: Some(Cow::Borrowed(parent)),
+                    new: Some(Cow::Owned(new)),
                     scale: true,
                 }));
             }
@@ -509,7 +512,7 @@ fn violation(reason: Reason, detail: impl Into<String>) -> Violation {
 
 struct Decision<'a> {
     request: &'a AdmissionRequest,
-    write: &'a Write,
+    write: &'a Write<'a>,
     policy: &'a Policy,
     knowledge: &'a dyn Knowledge,
     controller: bool,
@@ -517,8 +520,8 @@ struct Decision<'a> {
 
 impl Decision<'_> {
     fn run(&self, scope: Scope) -> Result<Verdict, Violation> {
-        let old_provenance = self.write.old.as_ref().and_then(Provenance::read);
-        let new_provenance = self.write.new.as_ref().and_then(Provenance::read);
+        let old_provenance = self.write.old.as_deref().and_then(Provenance::read);
+        let new_provenance = self.write.new.as_deref().and_then(Provenance::read);
         if scope == Scope::Apps && old_provenance.is_none() && new_provenance.is_none() {
             return self.unmanaged_app();
         }
@@ -527,7 +530,7 @@ impl Decision<'_> {
         }
         // Objects a controller derives from a managed one (a ReplicaSet from a Deployment) carry
         // copies of its annotations; the owner is what Git governs.
-        if self.controller && self.write.new.as_ref().is_some_and(has_controller_owner) {
+        if self.controller && self.write.new.as_deref().is_some_and(has_controller_owner) {
             return Ok(Verdict::allow(Reason::Controller));
         }
         if self
@@ -570,9 +573,8 @@ impl Decision<'_> {
         if self.write.operation != Operation::Update {
             return Ok(Verdict::allow(Reason::Unmanaged));
         }
-        let field = |v: &Option<Value>, name: &str, default: &str| {
-            v.as_ref()
-                .and_then(|v| v["spec"][name].as_str())
+        let field = |v: Option<&Value>, name: &str, default: &str| {
+            v.and_then(|v| v["spec"][name].as_str())
                 .unwrap_or(default)
                 .to_owned()
         };
@@ -580,8 +582,8 @@ impl Decision<'_> {
             .iter()
             .filter_map(|(name, default)| {
                 let (old, new) = (
-                    field(&self.write.old, name, default),
-                    field(&self.write.new, name, default),
+                    field(self.write.old.as_deref(), name, default),
+                    field(self.write.new.as_deref(), name, default),
                 );
                 (old != new).then(|| format!("spec.{name} from {old:?} to {new:?}"))
             })
@@ -780,8 +782,8 @@ impl Decision<'_> {
         };
         let commit_changed = old.is_some_and(|o| o.commit != commit);
         let changes = unexplained_changes(
-            self.write.old.as_ref(),
-            self.write.new.as_ref(),
+            self.write.old.as_deref(),
+            self.write.new.as_deref(),
             &wanted,
             released.as_ref(),
             self.controller,
@@ -845,17 +847,14 @@ impl Decision<'_> {
             commit: v.commit.clone(),
             break_glass: None,
             fetch_may_help: v.fetch_may_help,
+            app_may_be_stale: matches!(v.reason, Reason::UnknownApp | Reason::Downgrade),
         };
         let warn = scope == Scope::Warn
             || v.app
                 .as_ref()
                 .is_some_and(|a| a.spec.enforcement == Enforcement::Warn);
-        let source = self.write.new.as_ref().or(self.write.old.as_ref());
-        let marked = source.is_some_and(|o| {
-            DECISION_ANNOTATIONS
-                .iter()
-                .any(|k| o["metadata"]["annotations"].get(k).is_some())
-        });
+        let source = self.write.new.as_deref().or(self.write.old.as_deref());
+        let marked = source.is_some_and(has_break_glass_marks);
         if self.policy.may_break_glass(&self.request.user_info) && (marked || !warn) {
             match break_glass(source, self.policy, now) {
                 Ok(bg) => {
@@ -1067,7 +1066,7 @@ impl Change {
 }
 
 /// Annotations that say how an object was written, not what it is; never compared.
-const IGNORED_ANNOTATIONS: [&str; 3] = [COMMIT_ANNOTATION, BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
+const IGNORED_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
 
 /// Metadata the server writes while an object is deleted.
 const DELETION_METADATA: [&str; 2] = ["deletionTimestamp", "deletionGracePeriodSeconds"];
@@ -1084,22 +1083,13 @@ fn unexplained_changes(
     released: Option<&Value>,
     controller: bool,
 ) -> Vec<Change> {
-    let old = old.map(normalise::for_comparison);
-    let new = new.map(normalise::for_comparison);
     let mut walk = Walk {
         update: old.is_some(),
         controller,
         changes: Vec::new(),
     };
     let mut path = Vec::new();
-    walk.walk(
-        &mut path,
-        old.as_ref(),
-        new.as_ref(),
-        Some(wanted),
-        released,
-        false,
-    );
+    walk.walk(&mut path, old, new, Some(wanted), released, false);
     walk.changes
 }
 
@@ -1238,13 +1228,26 @@ fn same_length(have: &Value, want: &Value) -> bool {
     }
 }
 
+/// Fields never compared: what [`normalise::for_comparison`] drops, and what says how the
+/// object was written rather than what it is.
 fn skipped(path: &[&str]) -> bool {
+    if normalise::is_dropped_for_comparison(path) {
+        return true;
+    }
     match path {
         ["apiVersion" | "kind"] => true,
         ["metadata", field] => DELETION_METADATA.contains(field) || *field == "generateName",
         ["metadata", "annotations", key] => IGNORED_ANNOTATIONS.contains(key),
         _ => false,
     }
+}
+
+/// Whether an object carries break-glass annotations (a break-glass write left it so, or one is
+/// being attempted).
+pub fn has_break_glass_marks(object: &Value) -> bool {
+    DECISION_ANNOTATIONS
+        .iter()
+        .any(|k| object["metadata"]["annotations"].get(k).is_some())
 }
 
 /// Annotation keys that the decision reads; they must stay inside the project's API group.
@@ -1366,14 +1369,12 @@ mod tests {
     }
 
     fn decide_now(history: &History, request: &AdmissionRequest) -> Verdict {
-        decide(
-            request,
-            Scope::Enforce,
-            &Policy::default(),
-            history,
-            None,
-            jiff::Timestamp::now(),
-        )
+        decide_in(history, request, Scope::Enforce)
+    }
+
+    fn decide_in(history: &History, request: &AdmissionRequest, scope: Scope) -> Verdict {
+        let now = jiff::Timestamp::now();
+        decide(request, scope, &Policy::default(), history, None, now)
     }
 
     #[test]
@@ -1565,14 +1566,7 @@ mod tests {
         relaxed["spec"]["enforcement"] = "Warn".into();
         let mut request = update(&old, &relaxed, "alice", &[]);
         request.kind.kind = "App".into();
-        let verdict = decide(
-            &request,
-            Scope::Apps,
-            &Policy::default(),
-            &h,
-            None,
-            jiff::Timestamp::now(),
-        );
+        let verdict = decide_in(&h, &request, Scope::Apps);
         assert_eq!(verdict.reason, Reason::AppRepointed);
         assert!(
             verdict
@@ -1584,14 +1578,7 @@ mod tests {
         let mut slower = old.clone();
         slower["spec"]["intervalSeconds"] = 600.into();
         request.object = Some(slower);
-        let verdict = decide(
-            &request,
-            Scope::Apps,
-            &Policy::default(),
-            &h,
-            None,
-            jiff::Timestamp::now(),
-        );
+        let verdict = decide_in(&h, &request, Scope::Apps);
         assert!(verdict.allowed, "{}", verdict.message);
     }
 

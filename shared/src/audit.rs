@@ -75,10 +75,7 @@ pub struct AuditedObject {
 impl AuditedObject {
     /// `Kind namespace/name`.
     pub fn display_name(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} {}/{}", self.kind, ns, self.name),
-            None => format!("{} {}", self.kind, self.name),
-        }
+        crate::manifest::object_name(&self.kind, self.namespace.as_deref(), &self.name)
     }
 }
 

@@ -28,10 +28,19 @@ pub struct ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
-        }
+        f.write_str(&object_name(
+            &self.kind,
+            self.namespace.as_deref(),
+            &self.name,
+        ))
+    }
+}
+
+/// `Kind namespace/name` (`Kind name` when cluster-scoped), the way messages name an object.
+pub fn object_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace.filter(|ns| !ns.is_empty()) {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
     }
 }
 

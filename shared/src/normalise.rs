@@ -21,6 +21,17 @@ const BOOKKEEPING_ANNOTATIONS: [&str; 2] = [
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 
+/// Whether the field at `path` is one [`for_comparison`] drops: status, server-written
+/// metadata, bookkeeping annotations. For walks that compare objects in place.
+pub fn is_dropped_for_comparison(path: &[&str]) -> bool {
+    match path {
+        ["status"] => true,
+        ["metadata", field] => SERVER_METADATA.contains(field),
+        ["metadata", "annotations", key] => BOOKKEEPING_ANNOTATIONS.contains(key),
+        _ => false,
+    }
+}
+
 /// Returns `object` without status, server-written metadata and bookkeeping annotations.
 /// An empty `annotations` map left behind is removed too.
 pub fn for_comparison(object: &Value) -> Value {

@@ -206,6 +206,14 @@ impl Drop for Webhook {
     }
 }
 
+/// `kubectl patch` of the ConfigMap `settings` in `ns`, setting `data.value` by hand.
+pub fn edit(ns: &str, value: &str) -> e2e::kubectl::Outcome {
+    let patch = format!(r#"{{"data":{{"value":"{value}"}}}}"#);
+    cluster()
+        .kubectl()
+        .run(&["patch", "configmap", "settings", "-n", ns, "-p", &patch])
+}
+
 /// The audit records of `namespace`.
 pub fn records(namespace: &str) -> Vec<Value> {
     cluster().kubectl().json(&[

@@ -279,7 +279,7 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
 
 /// "break-glass until T: reason" for an object a break-glass write left outside Git.
 fn break_glass_note(object: &serde_json::Value) -> Option<String> {
-    if !engine::has_break_glass(object) {
+    if !shared::admission::has_break_glass_marks(object) {
         return None;
     }
     let annotations = &object["metadata"]["annotations"];
