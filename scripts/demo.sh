@@ -49,7 +49,7 @@ kubectl plugin list --name-only
 step "installing the CRDs (App, AuditRecord)"
 kubectl gitops crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev \
-  crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
+  crd/canaries.gitops.kubectl-gitops.dev crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
 
 step "starting the admission webhook on this host, registered by URL with its own CA"
 "$root/target/debug/admission" local --kubeconfig "$KUBECONFIG" --state-dir "$root/.state/demo-admission" \

@@ -66,6 +66,8 @@ fn main() {
             apps: store,
             repos,
             fresh: Arc::default(),
+            canaries: kube::runtime::reflector::store::<shared::canary::Canary>().0,
+            fresh_canaries: Arc::default(),
         },
         policy: Policy::default(),
         metrics,

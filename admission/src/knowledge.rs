@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
+use kube::ResourceExt as _;
 use kube::runtime::reflector::{ObjectRef, Store};
 use shared::admission::{Knowledge, Lookup};
 use shared::app::App;
+use shared::canary::Canary;
 use shared::git::{Credentials, Mirror, ObjectId};
 use shared::manifest::{self, Manifest};
 
@@ -299,6 +301,23 @@ pub struct View {
     /// Apps read from the apiserver because the watch had not delivered them (or their newest
     /// status) yet; newer than the store while present.
     pub fresh: Arc<RwLock<HashMap<String, Arc<App>>>>,
+    /// Canary strategies (a watch): their status says which replicas a rollout holds in force.
+    pub canaries: Store<Canary>,
+    /// Canaries read from the apiserver after a refusal a newer rollout step may explain; the
+    /// newer of these and the watch's copy counts.
+    pub fresh_canaries: Arc<RwLock<FreshCanaries>>,
+}
+
+/// Canaries by (namespace, name).
+pub type FreshCanaries = HashMap<(String, String), Arc<Canary>>;
+
+/// The resourceVersion as a number, to tell which of two copies is newer.
+fn version(c: &Canary) -> u64 {
+    c.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl std::fmt::Debug for View {
@@ -324,6 +343,19 @@ impl View {
     pub fn forget(&self, key: &str) {
         if let Ok(mut fresh) = self.fresh.write() {
             fresh.remove(key);
+        }
+    }
+
+    /// Remembers Canaries read from the apiserver.
+    pub fn remember_canaries(&self, canaries: Vec<Canary>) {
+        if let Ok(mut fresh) = self.fresh_canaries.write() {
+            if fresh.len() > 1_000 {
+                fresh.clear();
+            }
+            for c in canaries {
+                let key = (c.namespace().unwrap_or_default(), c.name_any());
+                fresh.insert(key, Arc::new(c));
+            }
         }
     }
 
@@ -378,6 +410,19 @@ impl Knowledge for View {
         let repo = self.repo(app)?;
         let head = repo.head(&app.spec.branch)?;
         repo.tree(head, &app.spec.path)
+    }
+
+    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
+        let matches = |c: &Canary| {
+            c.spec.target == target && c.metadata.namespace.as_deref() == Some(namespace)
+        };
+        let watched = self.canaries.state().into_iter().filter(|c| matches(c));
+        let fresh: Vec<Arc<Canary>> = self
+            .fresh_canaries
+            .read()
+            .map(|f| f.values().filter(|c| matches(c)).cloned().collect())
+            .unwrap_or_default();
+        watched.chain(fresh).max_by_key(|c| version(c))
     }
 }
 

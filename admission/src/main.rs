@@ -368,6 +368,7 @@ async fn serve(
     let metrics = Arc::new(Metrics::default());
     let repos = Arc::new(Repos::new(cache_dir, metrics.clone()));
     let (apps, writer) = reflector::store::<App>();
+    let (canaries, canary_writer) = reflector::store::<shared::canary::Canary>();
     let mut policy = Policy::default();
     policy
         .controller_users
@@ -389,6 +390,8 @@ async fn serve(
             apps: apps.clone(),
             repos: repos.clone(),
             fresh: Arc::default(),
+            canaries,
+            fresh_canaries: Arc::default(),
         },
         policy,
         metrics: metrics.clone(),
@@ -400,6 +403,25 @@ async fn serve(
         client: Some(client.clone()),
         fetch_deadline: Duration::from_millis(options.fetch_deadline_ms),
         ready: AtomicBool::new(false),
+    });
+
+    // Canary strategies: a watch, so a rollout's replicas are checked without a request.
+    let canary_watch = reflector(
+        canary_writer,
+        watcher(
+            Api::<shared::canary::Canary>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut watched = std::pin::pin!(canary_watch);
+        while let Some(event) = watched.next().await {
+            if let Err(e) = event {
+                log::event("canary-watch-failed", &[("error", e.to_string().into())]);
+            }
+        }
     });
 
     // App definitions: a watch that follows every change; a repository seen for the first

@@ -210,6 +210,10 @@ impl Webhook {
         if verdict.app_may_be_stale && self.refresh_app(&request).await {
             verdict = self.decide(&request, scope, parent.clone()).await;
         }
+        if !verdict.allowed && verdict.rollout_may_be_stale && self.refresh_rollouts(&request).await
+        {
+            verdict = self.decide(&request, scope, parent.clone()).await;
+        }
         if verdict.fetch_may_help
             && let Some(app) = verdict
                 .app
@@ -306,6 +310,24 @@ impl Webhook {
                 false
             }
             Err(_) => false,
+        }
+    }
+
+    /// Reads the Canaries of the write's namespace from the apiserver, for when the watch lags
+    /// behind a rollout step recorded just before the write. Whether any were found.
+    async fn refresh_rollouts(&self, request: &AdmissionRequest) -> bool {
+        let (Some(client), Some(namespace)) = (&self.client, request.namespace.as_deref()) else {
+            return false;
+        };
+        match Api::<shared::canary::Canary>::namespaced(client.clone(), namespace)
+            .list(&kube::api::ListParams::default())
+            .await
+        {
+            Ok(list) if !list.items.is_empty() => {
+                self.view.remember_canaries(list.items);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -40,13 +40,16 @@ pub enum Command {
     Status(cmd::status::StatusArgs),
     /// Show the recorded syncs of an app.
     History(cmd::history::HistoryArgs),
+    /// See and steer canary rollouts: list, status, get, promote, pause, resume, abort, undo.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCommand),
     /// Show the writes the admission webhook refused, warned about or admitted by break-glass.
     Audit(cmd::audit::AuditArgs),
     /// Check that manifests load and validate, in a working tree or at a commit.
     Verify(cmd::verify::VerifyArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
     Agent(cmd::agent::AgentArgs),
-    /// Print the CustomResourceDefinitions: App and AuditRecord.
+    /// Print the CustomResourceDefinitions: App, Canary and AuditRecord.
     #[command(after_help = "Examples:\n  \
         kubectl gitops crd | kubectl apply -f -\n  \
         kubectl gitops crd auditrecords")]
@@ -72,6 +75,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CrdName {
     Apps,
+    Canaries,
     Auditrecords,
 }
 
@@ -92,11 +96,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         }
         Command::Crd { only } => {
             let app = serde_saphyr::to_string(&shared::app::App::crd())?;
+            let canary = serde_saphyr::to_string(&shared::canary::Canary::crd())?;
             let audit = serde_saphyr::to_string(&shared::audit::AuditRecord::crd())?;
             match only {
                 Some(CrdName::Apps) => write!(out, "{app}")?,
+                Some(CrdName::Canaries) => write!(out, "{canary}")?,
                 Some(CrdName::Auditrecords) => write!(out, "{audit}")?,
-                None => write!(out, "{app}---\n{audit}")?,
+                None => write!(out, "{app}---\n{canary}---\n{audit}")?,
             }
             Ok(exit::Code::Success)
         }
@@ -107,6 +113,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
         Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,
         Command::Audit(args) => cmd::audit::run(args, &cli.kube.connect().await?, out).await,
+        Command::Rollout(command) => {
+            cmd::rollout::run(command, &cli.kube.connect().await?, out).await
+        }
         Command::History(args) => cmd::history::run(args, &cli.kube.connect().await?, out).await,
     }
 }

@@ -17,6 +17,7 @@ use shared::normalise;
 use shared::provenance::Provenance;
 
 use crate::mirror;
+use crate::rollout::Overrides;
 
 /// The field manager of every write a sync makes.
 pub const FIELD_MANAGER: &str = "kubectl-gitops";
@@ -59,6 +60,8 @@ impl Resolved {
 /// What an app's branch declares at one commit.
 #[derive(Debug)]
 pub struct Desired {
+    /// The app's repository, fetched.
+    pub mirror: std::sync::Arc<shared::git::Mirror>,
     pub head: String,
     pub commit: String,
     pub objects: Vec<Resolved>,
@@ -84,7 +87,7 @@ pub async fn desired(
     let branch = spec.branch.clone();
     let revision = revision.map(str::to_owned);
     let path = spec.path.clone();
-    let (head, commit, files) = mirror::blocking(&mirror, move |m| {
+    let (head, commit, files) = mirror::blocking(&mirror.clone(), move |m| {
         let head = m.branch_head(&branch)?;
         let commit = match revision {
             Some(rev) => {
@@ -98,7 +101,7 @@ pub async fn desired(
         Ok((head.to_string(), commit.to_string(), files))
     })
     .await?;
-    let manifests = manifest::load(
+    let manifests = manifest::load_app(
         files
             .iter()
             .map(|f| (f.path.as_str(), f.contents.as_slice())),
@@ -115,6 +118,7 @@ pub async fn desired(
         .await
         .map_err(|e| e.context(format!("commit {commit} of {}", spec.repo_url)))?;
     Ok(Desired {
+        mirror,
         head,
         commit,
         objects,
@@ -235,6 +239,7 @@ pub async fn apply(
     client: &Client,
     app: &App,
     desired: &Desired,
+    overrides: &Overrides,
     dry_run: bool,
     mut progress: impl FnMut(&ObjectResult),
 ) -> anyhow::Result<Vec<ObjectResult>> {
@@ -252,7 +257,8 @@ pub async fn apply(
         let index = live_index(client, &phase).await?;
         let mut stream = futures::stream::iter(phase.into_iter().map(|r| {
             let before = index.get(&key_of(r)).cloned();
-            apply_one(client, r, before, &id, &desired.commit, dry_run)
+            let replicas = replicas_for(r, overrides);
+            apply_one(client, r, before, &id, &desired.commit, replicas, dry_run)
         }))
         .buffer_unordered(CONCURRENCY);
         let mut crds = Vec::new();
@@ -272,9 +278,35 @@ pub async fn apply(
     Ok(results)
 }
 
+/// The replicas a rollout holds a Deployment at, instead of Git's.
+fn replicas_for(r: &Resolved, overrides: &Overrides) -> Option<i64> {
+    if r.resource.kind != "Deployment" || overrides.is_empty() {
+        return None;
+    }
+    let key = (
+        r.manifest.namespace().unwrap_or_default().to_owned(),
+        r.manifest.name().to_owned(),
+    );
+    overrides.get(&key).copied()
+}
+
+/// Applies one object outside a sync's batches (a Canary whose status a rollout must write
+/// before the rest is applied).
+pub async fn apply_resolved(
+    client: &Client,
+    app: &App,
+    r: &Resolved,
+    commit: &str,
+) -> anyhow::Result<Value> {
+    apply_over(client, r, None, &app_id(app), commit, None, false).await
+}
+
 /// The manifest with the provenance annotations a sync writes.
-fn stamped(r: &Resolved, app: &str, commit: &str) -> Value {
+fn stamped(r: &Resolved, app: &str, commit: &str, replicas: Option<i64>) -> Value {
     let mut object = r.manifest.object.clone();
+    if let Some(replicas) = replicas {
+        object["spec"]["replicas"] = replicas.into();
+    }
     Provenance {
         commit: commit.to_owned(),
         app: app.to_owned(),
@@ -295,9 +327,10 @@ async fn apply_over(
     before: Option<&Value>,
     app: &str,
     commit: &str,
+    replicas: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<Value> {
-    let object = stamped(r, app, commit);
+    let object = stamped(r, app, commit, replicas);
     let broken_glass = before.is_some_and(has_break_glass_marks);
     if let Some(before) = before
         && !broken_glass
@@ -355,9 +388,10 @@ async fn apply_one(
     before: Option<Value>,
     app: &str,
     commit: &str,
+    replicas: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<ObjectResult> {
-    let after = apply_over(client, r, before.as_ref(), app, commit, dry_run).await?;
+    let after = apply_over(client, r, before.as_ref(), app, commit, replicas, dry_run).await?;
     let version = |v: &Value| v["metadata"]["resourceVersion"].clone();
     let action = match before {
         None => Action::Created,
@@ -445,6 +479,7 @@ pub async fn compare(
     client: &Client,
     app: &App,
     desired: &Desired,
+    overrides: &Overrides,
 ) -> anyhow::Result<Vec<Comparison>> {
     let id = app_id(app);
     let objects: Vec<&Resolved> = desired.objects.iter().collect();
@@ -454,8 +489,17 @@ pub async fn compare(
             let id = id.clone();
             let live = index.get(&key_of(r)).cloned();
             async move {
-                let synced =
-                    apply_over(client, r, live.as_ref(), &id, &desired.commit, true).await?;
+                let replicas = replicas_for(r, overrides);
+                let synced = apply_over(
+                    client,
+                    r,
+                    live.as_ref(),
+                    &id,
+                    &desired.commit,
+                    replicas,
+                    true,
+                )
+                .await?;
                 Ok::<_, anyhow::Error>(Comparison {
                     entry: r.entry(),
                     live,

@@ -39,6 +39,16 @@ pub fn assess(object: &Value) -> (Health, String) {
     let generation = int(&object["metadata"]["generation"]);
     let observed = int(&status["observedGeneration"]);
     match object["kind"].as_str().unwrap_or_default() {
+        "Canary" => {
+            let message = status["message"].as_str().unwrap_or_default().to_owned();
+            match status["phase"].as_str() {
+                Some("Aborted") => (Health::Degraded, format!("rollout aborted: {message}")),
+                Some(phase @ ("Progressing" | "Paused")) => {
+                    (Health::Progressing, format!("rollout {phase}: {message}"))
+                }
+                _ => (Health::Healthy, "no rollout under way".into()),
+            }
+        }
         "Deployment" | "StatefulSet" => {
             let wanted = spec["replicas"].as_i64().unwrap_or(1);
             if observed < generation {

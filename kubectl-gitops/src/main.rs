@@ -11,6 +11,7 @@ mod kube_context;
 mod mirror;
 mod output;
 mod reconcile;
+mod rollout;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ use shared::app::{App, AppStatus, SyncRecord};
 
 use crate::engine::{self, Action, Desired, ObjectResult};
 use crate::health::{self, Health};
+use crate::rollout;
 
 /// Annotation `kubectl gitops sync --async` sets on an app; the agent syncs the app when its
 /// value differs from `status.lastHandledRequest`.
@@ -79,12 +80,27 @@ pub async fn sync_app(
     let started = Instant::now();
     let total = desired.objects.len();
     let outcome = async {
-        let mut results = engine::apply(client, app, &desired, request.dry_run, |r| {
-            progress(total, r)
-        })
+        let plan = rollout::prepare(client, app, &desired, request.dry_run).await?;
+        for note in &plan.notes {
+            eprintln!("{note}");
+        }
+        let mut results = engine::apply(
+            client,
+            app,
+            &desired,
+            &plan.replicas,
+            request.dry_run,
+            |r| progress(total, r),
+        )
         .await?;
         if app.spec.prune {
             results.extend(engine::prune(client, app, &desired, request.dry_run).await?);
+        }
+        if !request.dry_run {
+            rollout::retire(client, &plan).await?;
+            for transition in rollout::advance_synced(client, &desired).await? {
+                eprintln!("rollout: {transition}");
+            }
         }
         Ok::<_, anyhow::Error>(results)
     }

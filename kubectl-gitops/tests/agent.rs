@@ -4,75 +4,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Gitops, annotations, app_status, config_map, plugin};
+use common::{Gitops, annotations, app_status, config_map};
 use e2e::git::Repo;
+use e2e::gitops::Agent;
 use e2e::{TestNamespace, cluster, wait};
 
 const SOON: Duration = Duration::from_secs(60);
-
-/// An agent process, killed when dropped; its log is kept for failure messages.
-struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(gitops: &Gitops, identity: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a log directory");
-        let log = dir.path().join("agent.log");
-        let file = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(plugin())
-            .args([
-                "agent",
-                "--watch-namespace",
-                &gitops.namespace,
-                "--lease-namespace",
-                &gitops.namespace,
-                "--identity",
-                identity,
-                "--lease-duration",
-                "3s",
-                "--poll",
-                "1s",
-            ])
-            .env("KUBECONFIG", cluster().kubeconfig())
-            .env("KUBECTL_GITOPS_CACHE_DIR", gitops.cache.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("the agent starts");
-        Agent {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Stops the agent as Kubernetes would (SIGTERM) and waits for it.
-    fn terminate(mut self) -> String {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-        self.log()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn commit_of(ns: &str, name: &str) -> Result<String, String> {
     let o = cluster()

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::{App, Enforcement};
+use crate::canary::{self, Canary};
 use crate::manifest::Manifest;
 use crate::normalise;
 use crate::provenance::{APP_ANNOTATION, Provenance};
@@ -210,6 +211,9 @@ pub trait Knowledge {
     fn manifests(&self, app: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>>;
     /// The manifests under the app's path at the head of its branch.
     fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>>;
+    /// The live Canary that rolls out Deployment `target` in `namespace`, if any: its status
+    /// says which replicas a rollout holds in force.
+    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>>;
 }
 
 /// Why a write was admitted or refused. Refusals each name the contract condition they break.
@@ -368,6 +372,9 @@ pub struct Verdict {
     /// The verdict may change once the app is read again: it may be new, or have just recorded
     /// a rollback, and the watch not have delivered it yet.
     pub app_may_be_stale: bool,
+    /// The verdict may change once the namespace's Canaries are read again: a rollout may have
+    /// just moved to the step whose replicas the write sets.
+    pub rollout_may_be_stale: bool,
 }
 
 impl Verdict {
@@ -383,6 +390,7 @@ impl Verdict {
             break_glass: None,
             fetch_may_help: false,
             app_may_be_stale: false,
+            rollout_may_be_stale: false,
         }
     }
 
@@ -712,6 +720,12 @@ impl Decision<'_> {
             .manifests(&app, commit, &path)
             .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
         let declared = manifests.iter().find(|m| self.declares(m, &app));
+        // A rollout's stable copy is declared by its target at the stable commit.
+        let stable = match declared {
+            None if inside => self.stable_copy_of(&manifests, commit),
+            _ => None,
+        };
+        let declared = declared.or(stable.as_ref().map(|(m, _)| m));
         let Some(declared) = declared.filter(|_| inside) else {
             return Err(with(violation(
                 Reason::NotDeclared,
@@ -740,6 +754,7 @@ impl Decision<'_> {
         };
         let rollback = app.status.as_ref().and_then(|s| s.rollback.as_deref());
         if let Some(reference) = reference
+            && stable.is_none()
             && reference != commit
             && rollback != Some(commit)
             && git(self.knowledge.has_commit(&app, &reference))?
@@ -756,7 +771,15 @@ impl Decision<'_> {
         }
 
         // Condition 4: every change is explained by the manifest at that commit.
-        let mut wanted = declared.object.clone();
+        let mut wanted = match &stable {
+            Some((m, replicas)) => canary::stable_copy(&m.object, *replicas),
+            None => declared.object.clone(),
+        };
+        if stable.is_none()
+            && let Some(replicas) = self.rollout_replicas(declared)
+        {
+            wanted["spec"]["replicas"] = replicas.into();
+        }
         if let Some(ns) = &self.request.namespace
             && declared.namespace().is_none()
             && !ns.is_empty()
@@ -818,6 +841,49 @@ impl Decision<'_> {
         Ok(verdict)
     }
 
+    /// The namespace of the review's object.
+    fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// The replicas a rollout under way holds the Deployment Git declares at: the canary's share.
+    fn rollout_replicas(&self, declared: &Manifest) -> Option<i64> {
+        if self.request.kind.group != "apps" || self.request.kind.kind != "Deployment" {
+            return None;
+        }
+        let strategy = self
+            .knowledge
+            .rollout(self.namespace(), &self.request.name)?;
+        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
+        let total = canary::total_replicas(&declared.object);
+        Some(canary::split(total, status.weight_in_force()).1)
+    }
+
+    /// For `<target>-stable`: the target as the file declares it, when a rollout under way keeps
+    /// a stable copy of it at exactly this commit; with the replicas the rollout gives it.
+    fn stable_copy_of(&self, manifests: &[Manifest], commit: &str) -> Option<(Manifest, i64)> {
+        if self.request.kind.group != "apps" || self.request.kind.kind != "Deployment" {
+            return None;
+        }
+        let target = canary::target_of_stable(&self.request.name)?;
+        let strategy = self.knowledge.rollout(self.namespace(), target)?;
+        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
+        if status.stable_commit.as_deref() != Some(commit) {
+            return None;
+        }
+        let declared = manifests.iter().find(|m| {
+            m.kind() == "Deployment"
+                && m.group_version().0 == "apps"
+                && m.name() == target
+                && m.namespace().is_none_or(|ns| ns == self.namespace())
+        })?;
+        let total = status
+            .replicas
+            .unwrap_or_else(|| canary::total_replicas(&declared.object));
+        let replicas = canary::split(total, status.weight_in_force()).0;
+        Some((declared.clone(), replicas))
+    }
+
     /// Whether a manifest declares the object of the review.
     fn declares(&self, m: &Manifest, app: &App) -> bool {
         let r = self.request;
@@ -848,6 +914,9 @@ impl Decision<'_> {
             break_glass: None,
             fetch_may_help: v.fetch_may_help,
             app_may_be_stale: matches!(v.reason, Reason::UnknownApp | Reason::Downgrade),
+            rollout_may_be_stale: v.reason.is_about_content()
+                && self.request.kind.group == "apps"
+                && self.request.kind.kind == "Deployment",
         };
         let warn = scope == Scope::Warn
             || v.app
@@ -1268,6 +1337,8 @@ mod tests {
     struct History {
         app: Arc<App>,
         files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
+        /// The live Canary of Deployment `web`, when a test sets one.
+        rollout: Option<Arc<Canary>>,
     }
 
     impl Knowledge for History {
@@ -1296,6 +1367,11 @@ mod tests {
         }
         fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>> {
             self.manifests(app, "c2", "web.yaml")
+        }
+        fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
+            self.rollout
+                .clone()
+                .filter(|_| (namespace, target) == ("shop", "web"))
         }
     }
 
@@ -1327,6 +1403,7 @@ mod tests {
                 (("c1", "web.yaml"), manifests(C1)),
                 (("c2", "web.yaml"), manifests(C2)),
             ]),
+            rollout: None,
         }
     }
 
@@ -1375,6 +1452,67 @@ mod tests {
     fn decide_in(history: &History, request: &AdmissionRequest, scope: Scope) -> Verdict {
         let now = jiff::Timestamp::now();
         decide(request, scope, &Policy::default(), history, None, now)
+    }
+
+    /// A rollout of `web` from c1 (stable) to c2 (canary) at `weight` percent.
+    fn rolling_out(weight: i32) -> Arc<Canary> {
+        let mut strategy = Canary::new(
+            "web",
+            serde_json::from_value(json!({"target": "web", "steps": [{"setWeight": 50}]}))
+                .expect("a strategy"),
+        );
+        strategy.status = Some(canary::CanaryStatus {
+            phase: Some(canary::Phase::Progressing),
+            weight: Some(weight),
+            replicas: Some(2),
+            stable_commit: Some("c1".into()),
+            canary_commit: Some("c2".into()),
+            ..Default::default()
+        });
+        Arc::new(strategy)
+    }
+
+    #[test]
+    fn a_rollout_explains_exactly_the_replicas_of_its_current_weight() {
+        let mut h = history(Enforcement::Enforce);
+        let old = live("Deployment", "c2");
+        let mut half = old.clone();
+        half["spec"]["replicas"] = 1.into();
+        // Without a rollout, the replicas are Git's.
+        assert_eq!(
+            decide_now(&h, &update(&old, &half, "agent", &[])).reason,
+            Reason::FieldChanged
+        );
+        h.rollout = Some(rolling_out(50));
+        let verdict = decide_now(&h, &update(&old, &half, "agent", &[]));
+        assert!(verdict.allowed, "{}", verdict.message);
+        // Any other count is still a person's change, and the verdict says a fresher view of
+        // the rollout may change it.
+        let mut other = old.clone();
+        other["spec"]["replicas"] = 2.into();
+        let refused = decide_now(&h, &update(&half, &other, "alice", &[]));
+        assert_eq!(refused.reason, Reason::FieldChanged);
+        assert!(refused.rollout_may_be_stale);
+
+        // The stable copy at the stable commit, with the other half.
+        let mut copy = canary::stable_copy(&live("Deployment", "c1"), 1);
+        copy["metadata"]["name"] = "web-stable".into();
+        let create: AdmissionRequest = serde_json::from_value(json!({
+            "uid": "2", "operation": "CREATE", "name": "web-stable", "namespace": "shop",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "userInfo": {"username": "agent"},
+            "object": copy
+        }))
+        .expect("a request");
+        let verdict = decide_now(&h, &create);
+        assert!(verdict.allowed, "{}", verdict.message);
+        // Not with the canary's share, and not once the rollout is over.
+        let mut greedy = create.clone();
+        greedy.object.as_mut().expect("object")["spec"]["replicas"] = 2.into();
+        assert!(!decide_now(&h, &greedy).allowed);
+        h.rollout = None;
+        assert_eq!(decide_now(&h, &create).reason, Reason::NotDeclared);
     }
 
     #[test]
@@ -1536,6 +1674,7 @@ mod tests {
         let mut h2 = History {
             app: h.app.clone(),
             files: h.files.clone(),
+            rollout: None,
         };
         let c2_sidecar = C2.replace(
             "containers: [{name: main, image: 'web:2'}]",

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod app;
 pub mod audit;
+pub mod canary;
 pub mod credentials;
 pub mod git;
 pub mod manifest;

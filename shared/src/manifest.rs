@@ -125,6 +125,13 @@ pub enum LoadError {
         name: String,
         message: &'static str,
     },
+    #[error("{path}:{line}: {object}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        object: String,
+        message: String,
+    },
     #[error("{path}:{line}: {object} is declared twice; the other is at {other}")]
     Duplicate {
         path: String,
@@ -211,6 +218,21 @@ pub fn load<'a>(
         }
     }
     check_duplicates(&manifests, &mut errors);
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+/// Loads the manifests of a whole app: [`load`], then what only the whole set can show (a
+/// Canary's target must be declared beside it).
+pub fn load_app<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<Manifest>, LoadErrors> {
+    let manifests = load(files)?;
+    let mut errors = Vec::new();
+    crate::canary::check(&manifests, &mut errors);
     if errors.is_empty() {
         Ok(manifests)
     } else {

@@ -112,6 +112,7 @@ pub fn install_crds() {
             "wait",
             "--for=condition=Established",
             "crd/apps.gitops.kubectl-gitops.dev",
+            "crd/canaries.gitops.kubectl-gitops.dev",
             "crd/auditrecords.gitops.kubectl-gitops.dev",
             "--timeout=60s",
         ]);

@@ -1,6 +1,7 @@
 //! `kubectl gitops` run through the real kubectl, and the manifests the suites commit.
 
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -136,4 +137,66 @@ pub fn plugin() -> PathBuf {
             plugin
         })
         .clone()
+}
+
+/// An agent process, killed when dropped; its log is kept for failure messages.
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(gitops: &Gitops, identity: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a log directory");
+        let log = dir.path().join("agent.log");
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(plugin())
+            .args([
+                "agent",
+                "--watch-namespace",
+                &gitops.namespace,
+                "--lease-namespace",
+                &gitops.namespace,
+                "--identity",
+                identity,
+                "--lease-duration",
+                "3s",
+                "--poll",
+                "1s",
+            ])
+            .env("KUBECONFIG", crate::cluster().kubeconfig())
+            .env("KUBECTL_GITOPS_CACHE_DIR", gitops.cache.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("the agent starts");
+        Agent {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the agent as Kubernetes would (SIGTERM) and waits for it.
+    pub fn terminate(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

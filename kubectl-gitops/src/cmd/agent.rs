@@ -88,6 +88,9 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
                 if *leader_rx.borrow() {
                     reconcile_due(&ctx.client, args.watch_namespace.as_deref(), &identity, &leader_rx).await;
                 }
+                if *leader_rx.borrow() {
+                    advance_rollouts(&ctx.client, args.watch_namespace.as_deref()).await;
+                }
             }
         }
     }
@@ -140,6 +143,18 @@ async fn reconcile_due(
                 engine::app_id(&app)
             )),
         }
+    }
+}
+
+/// Moves every canary rollout on: expired pauses, ready canaries, due measurements.
+async fn advance_rollouts(client: &Client, namespace: Option<&str>) {
+    match crate::rollout::advance_all(client, namespace).await {
+        Ok(transitions) => {
+            for t in transitions {
+                log(&format!("rollout: {t}"));
+            }
+        }
+        Err(err) => log(&format!("cannot advance rollouts (will retry): {err:#}")),
     }
 }
 

@@ -50,7 +50,8 @@ async fn diff(args: DiffArgs, kube: &KubeArgs, out: &mut dyn Write) -> anyhow::R
         .with_context(|| format!("cannot read app {}/{}", ctx.namespace, args.name))?;
     engine::check_app(&app)?;
     let desired = engine::desired(&ctx.client, &app, args.revision.as_deref()).await?;
-    let comparisons = engine::compare(&ctx.client, &app, &desired).await?;
+    let plan = crate::rollout::prepare(&ctx.client, &app, &desired, true).await?;
+    let comparisons = engine::compare(&ctx.client, &app, &desired, &plan.replicas).await?;
     let colour = color::stdout_enabled();
     let mut differing = 0;
     for comparison in &comparisons {

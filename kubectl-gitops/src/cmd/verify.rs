@@ -32,7 +32,7 @@ pub fn run(args: VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
         Some(rev) => read_commit(&args.repo, rev, &args.path)?,
     };
     let manifests: Vec<Manifest> =
-        manifest::load(files.iter().map(|(p, c)| (p.as_str(), c.as_slice())))?;
+        manifest::load_app(files.iter().map(|(p, c)| (p.as_str(), c.as_slice())))?;
     for m in &manifests {
         writeln!(out, "{}\t{} {}", m.location(), m.api_version(), m.key())?;
     }
