@@ -2,8 +2,8 @@
 # The main job, end to end on the local control plane: build the tools, start a real Kubernetes
 # 1.37 control plane, make an example Git repository, define an app for it, sync the branch with
 # provenance under the admission webhook, show a refused `kubectl edit` and its audit record,
-# merge a change and sync again (pruning what left Git), show status and history, and stop
-# everything again.
+# merge a change and sync again (pruning what left Git), show status and history, roll a release
+# out as a canary driven by the agent, and stop everything again.
 # Set KEEP=1 to leave the cluster running afterwards (stop it with scripts/cluster.sh stop).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +25,11 @@ step "starting the local control plane in $state"
 localcluster stop --dir "$state" 2>/dev/null || true
 rm -rf "$state"
 webhook_pid=
+agent_pid=
 stop_all() {
+  if [[ -n "$agent_pid" ]]; then
+    kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  fi
   if [[ -n "$webhook_pid" ]]; then
     step "stopping the admission webhook (it removes its registration)"
     kill "$webhook_pid" 2>/dev/null && wait "$webhook_pid" 2>/dev/null || true
@@ -46,7 +50,7 @@ kubectl get nodes -o wide
 step "kubectl finds the plugin on PATH"
 kubectl plugin list --name-only
 
-step "installing the CRDs (App, AuditRecord)"
+step "installing the CRDs (App, Canary, AuditRecord)"
 kubectl gitops crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev \
   crd/canaries.gitops.kubectl-gitops.dev crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
@@ -143,6 +147,48 @@ step "status and history"
 kubectl gitops -n demo status web -o wide
 kubectl gitops -n demo history web
 kubectl -n demo get deployment,replicasets,configmaps
+
+step "a canary strategy beside the Deployment, merged like any change"
+cat > "$repo/apps/web/canary.yaml" <<'YAML'
+apiVersion: gitops.kubectl-gitops.dev/v1alpha1
+kind: Canary
+metadata:
+  name: web
+spec:
+  target: web
+  readyTimeoutSeconds: 60
+  steps:
+  - setWeight: 34
+  - pause: {}
+  - setWeight: 67
+  - pause: {duration: 3s}
+YAML
+git add --all && git commit --quiet -m "web: roll releases out as a canary"
+kubectl gitops verify "$repo/apps/web"
+kubectl gitops -n demo sync web --wait --timeout 2m
+
+step "the agent drives rollouts (and syncs) from here on"
+kubectl gitops -n demo agent --watch-namespace demo --poll 1s 2>"$state/agent.log" &
+agent_pid=$!
+
+step "merging release 3: the sync starts a canary instead of replacing every pod"
+sed -i 's/web:2/web:3/' "$repo/apps/web/deployment.yaml"
+git commit --quiet -am "web: release 3"
+kubectl gitops -n demo sync web
+kubectl gitops -n demo rollout status web --watch --timeout 2m
+kubectl gitops -n demo rollout get web
+step "scaling the canary by hand is refused: the strategy in Git decides its replicas"
+status=0
+kubectl -n demo scale deployment web --replicas=3 || status=$?
+[[ $status -ne 0 ]]
+step "status: nothing about the rollout is drift"
+kubectl gitops -n demo status web
+
+step "promoting: the agent takes the canary through the remaining steps to every replica"
+kubectl gitops -n demo rollout promote web
+kubectl gitops -n demo rollout status web --watch --timeout 2m
+kubectl gitops -n demo rollout list
+kubectl -n demo get deployments
 
 if [[ -n "${KEEP:-}" ]]; then
   step "the cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with scripts/cluster.sh stop $state"

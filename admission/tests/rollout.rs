@@ -212,8 +212,11 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
         watched.stdout
     );
 
-    // Nothing about the rollout is drift, and a person's replica change is still refused.
+    // Nothing about the rollout is drift (nor a difference a sync would make), and a person's
+    // replica change is still refused.
     s.assert_no_drift();
+    let diff = s.gitops.run(&["diff", "web"]);
+    assert_eq!(diff.code, Some(0), "{diff:?}");
     assert_refused(&s.scale("web", 2), "scale-managed", &["spec.replicas"]);
     assert_refused(
         &s.scale("web-stable", 4),

@@ -597,6 +597,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_committed_crd_matches_the_type() {
+        use kube::CustomResourceExt as _;
+        let generated = serde_saphyr::to_string(&Canary::crd()).expect("the CRD serialises");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds/canary.yaml");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "manifests/crds/canary.yaml is out of date: run `cargo run -q -p kubectl-gitops -- crd canaries > manifests/crds/canary.yaml`"
+        );
+    }
+
+    #[test]
     fn weights_split_replicas_to_the_nearest_count_keeping_both_sides() {
         assert_eq!(split(10, 20), (8, 2));
         assert_eq!(split(10, 0), (10, 0));
@@ -693,6 +705,32 @@ mod tests {
             Ok(std::time::Duration::from_secs(120))
         );
         assert!(parse_duration("2 days").is_err());
+    }
+
+    #[test]
+    fn a_strategy_must_sit_beside_the_deployment_it_rolls_out() {
+        let canary = "apiVersion: gitops.kubectl-gitops.dev/v1alpha1\nkind: Canary\nmetadata:\n  name: web\nspec:\n  target: web\n  steps: [{setWeight: 150}]\n";
+        let errors = crate::manifest::load_app([("canary.yaml", canary.as_bytes())])
+            .expect_err("no Deployment web, and a weight above 100");
+        let text = errors.to_string();
+        assert!(text.contains("canary.yaml:1: Canary web"), "{text}");
+        assert!(text.contains("setWeight 150"), "{text}");
+        let fixed = canary.replace("150", "50");
+        let errors = crate::manifest::load_app([("canary.yaml", fixed.as_bytes())])
+            .expect_err("no Deployment web");
+        assert!(
+            errors
+                .to_string()
+                .contains("spec.target names Deployment \"web\""),
+            "{errors}"
+        );
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
+        let both = crate::manifest::load_app([
+            ("canary.yaml", fixed.as_bytes()),
+            ("web.yaml", deployment.as_bytes()),
+        ])
+        .expect("valid");
+        assert_eq!(both.len(), 2);
     }
 
     #[test]
