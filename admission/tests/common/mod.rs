@@ -107,6 +107,16 @@ impl Webhook {
         }
     }
 
+    /// The process id of the running instance.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(Child::id)
+            .expect("the webhook runs")
+    }
+
     /// What the process logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
