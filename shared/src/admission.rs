@@ -467,7 +467,21 @@ impl<'a> Write<'a> {
                         )
                     })?;
                 let mut new = parent.clone();
-                new["spec"]["replicas"] = replicas;
+                match new
+                    .as_object_mut()
+                    .map(|p| p.entry("spec").or_insert(Value::Null))
+                {
+                    Some(spec @ Value::Null) => *spec = json!({"replicas": replicas}),
+                    Some(Value::Object(spec)) => {
+                        spec.insert("replicas".into(), replicas);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "the live {} to scale is not an object with a spec",
+                            request.object_name()
+                        ));
+                    }
+                }
                 return Ok(Some(Write {
                     operation: Operation::Update,
                     old: Some(Cow::Borrowed(parent)),
@@ -778,7 +792,17 @@ impl Decision<'_> {
         if stable.is_none()
             && let Some(replicas) = self.rollout_replicas(declared)
         {
-            wanted["spec"]["replicas"] = replicas.into();
+            // Git's spec holds the replicas; one that is not a map explains none of them.
+            match wanted
+                .as_object_mut()
+                .map(|w| w.entry("spec").or_insert(Value::Null))
+            {
+                Some(spec @ Value::Null) => *spec = json!({"replicas": replicas}),
+                Some(Value::Object(spec)) => {
+                    spec.insert("replicas".into(), replicas.into());
+                }
+                _ => {}
+            }
         }
         if let Some(ns) = &self.request.namespace
             && declared.namespace().is_none()
@@ -1745,6 +1769,54 @@ mod tests {
         released["metadata"]["finalizers"] = json!([]);
         let verdict = decide_now(&h, &update(&terminating, &released, "alice", &[]));
         assert_eq!(verdict.reason, Reason::Terminating);
+    }
+
+    #[test]
+    fn a_scale_whose_parent_is_not_an_object_is_malformed_not_a_panic() {
+        // The input the fuzzer (fuzz/, target `review`) crashed on: the review, and under `fuzz`
+        // the parent the webhook would have read.
+        let input = r#"{"request":{"uid":"","kind":{},"resource":{},"operation":"UPDATE","subResource":"scale","object":{"spec":{"replicas":0}}},"fuzz":{"parent":false}}"#;
+        let review: AdmissionReview = serde_json::from_str(input).expect("a review");
+        let request = review.request.expect("a request");
+        let crashed: Value = serde_json::from_str(input).expect("JSON");
+        let h = history(Enforcement::Enforce);
+        let now = jiff::Timestamp::now();
+        let run = |parent: &Value| {
+            decide(
+                &request,
+                Scope::Enforce,
+                &Policy::default(),
+                &h,
+                Some(parent),
+                now,
+            )
+        };
+        for parent in [&crashed["fuzz"]["parent"], &json!(5), &json!({"spec": "x"})] {
+            let verdict = run(parent);
+            assert_eq!(verdict.reason, Reason::Malformed, "{}", verdict.message);
+            assert!(verdict.message.contains("not an object with a spec"));
+        }
+        // A parent without a spec still takes the replicas.
+        let verdict = run(&json!({"metadata": {"name": "x"}}));
+        assert_eq!(verdict.reason, Reason::NoProvenance, "{}", verdict.message);
+    }
+
+    #[test]
+    fn a_rollout_of_a_deployment_whose_spec_in_git_is_not_a_map_is_refused_not_a_panic() {
+        let mut h = history(Enforcement::Enforce);
+        let odd = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec: []\n";
+        h.files.insert(("c2", "web.yaml"), manifests(odd));
+        h.rollout = Some(rolling_out(50));
+        let old = live("Deployment", "c2");
+        let mut new = old.clone();
+        new["spec"]["replicas"] = 1.into();
+        let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+        assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+        assert!(
+            verdict.message.contains("spec is [] in Git"),
+            "{}",
+            verdict.message
+        );
     }
 
     #[test]

@@ -260,7 +260,7 @@ impl CanaryStatus {
 /// extra one (a surge of one) rather than taking the only stable replica.
 pub fn split(total: i64, weight: i32) -> (i64, i64) {
     let total = total.max(0);
-    let weight = i64::from(weight.clamp(0, 100));
+    let weight = i128::from(weight.clamp(0, 100));
     if total == 0 {
         return (0, 0);
     }
@@ -270,11 +270,12 @@ pub fn split(total: i64, weight: i32) -> (i64, i64) {
     if weight == 100 {
         return (0, total);
     }
-    let exact = total * weight;
+    // In i128: `total * weight` overflows i64 for totals beyond i64::MAX / 100.
+    let exact = i128::from(total) * weight;
     let floor = exact / 100;
     let ceil = (exact + 99) / 100;
     let mut options = Vec::new();
-    if ceil < total {
+    if ceil < i128::from(total) {
         options.push(ceil);
     }
     if floor != ceil && floor != 0 {
@@ -283,7 +284,8 @@ pub fn split(total: i64, weight: i32) -> (i64, i64) {
     // Distance from the weight, in hundredths of a replica; the ceiling wins a tie.
     let best = options
         .into_iter()
-        .min_by_key(|canary| (canary * 100 - exact).abs());
+        .min_by_key(|canary| (canary * 100 - exact).abs())
+        .and_then(|canary| i64::try_from(canary).ok());
     match best {
         Some(canary) => (total - canary, canary),
         None => (total, 1),
@@ -306,18 +308,34 @@ pub fn stable_name(target: &str) -> String {
 pub fn stable_copy(deployment: &Value, replicas: i64) -> Value {
     let mut copy = deployment.clone();
     let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
-    copy["metadata"]["name"] = stable_name(name).into();
-    let role = |v: &mut Value| {
-        if !v.is_object() {
-            *v = Value::Object(Default::default());
-        }
-        v[ROLE_LABEL] = ROLE_STABLE.into();
-    };
-    role(&mut copy["metadata"]["labels"]);
-    role(&mut copy["spec"]["selector"]["matchLabels"]);
-    role(&mut copy["spec"]["template"]["metadata"]["labels"]);
-    copy["spec"]["replicas"] = replicas.into();
+    object_at(&mut copy, &["metadata"]).insert("name".into(), stable_name(name).into());
+    for path in [
+        &["metadata", "labels"][..],
+        &["spec", "selector", "matchLabels"],
+        &["spec", "template", "metadata", "labels"],
+    ] {
+        object_at(&mut copy, path).insert(ROLE_LABEL.into(), ROLE_STABLE.into());
+    }
+    object_at(&mut copy, &["spec"]).insert("replicas".into(), replicas.into());
     copy
+}
+
+/// The map at `path` below `value`, where every value on the way that is missing or not a map
+/// (Git may declare `spec: []`) is made an empty one. Indexing a JSON value to write panics
+/// when the value is not a map.
+fn object_at<'v>(value: &'v mut Value, path: &[&str]) -> &'v mut serde_json::Map<String, Value> {
+    fn make_object(value: &mut Value) -> &mut serde_json::Map<String, Value> {
+        if !value.is_object() {
+            *value = Value::Object(Default::default());
+        }
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("made an object above"),
+        }
+    }
+    path.iter().fold(make_object(value), |map, key| {
+        make_object(map.entry(*key).or_insert(Value::Null))
+    })
 }
 
 /// The Deployment a stable copy was made from, when `name` names one (`web-stable` → `web`).
@@ -472,12 +490,16 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
-    let seconds = |s: u64| std::time::Duration::from_secs(s);
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long a duration"))
+    };
     match unit {
-        "" | "s" => Ok(seconds(n)),
+        "" | "s" => seconds(1),
         "ms" => Ok(std::time::Duration::from_millis(n)),
-        "m" => Ok(seconds(n * 60)),
-        "h" => Ok(seconds(n * 3600)),
+        "m" => seconds(60),
+        "h" => seconds(3600),
         _ => Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
     }
 }
@@ -745,5 +767,59 @@ mod tests {
         status.phase = Some(Phase::Aborted);
         assert_eq!(status.weight_in_force(), 0);
         assert!(status.in_rollout());
+    }
+
+    // Inputs that made the fuzz target `manifests` (fuzz/) panic, kept among its seeds as
+    // fuzz/corpus/manifests/crash-*.yaml: each goes through `load_app` and then what the plugin
+    // and the webhook do with a Canary and its Deployment.
+
+    #[test]
+    fn a_duration_too_long_to_count_is_refused_not_an_overflow() {
+        let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\napiVersion: gitops.kubectl-gitops.dev/v1alpha1\nkind: Canary\nmetadata: {name: web}\nspec: {target: web, steps: [{pause: {duration: 1000000000000000000h}}]}\n";
+        let errors = crate::manifest::load_app([("web.yaml", yaml.as_bytes())])
+            .expect_err("the duration does not fit");
+        assert!(
+            errors.to_string().contains("is too long a duration"),
+            "{errors}"
+        );
+        assert!(parse_duration("18446744073709551615m").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615s"),
+            Ok(std::time::Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn replicas_beyond_i64_max_over_100_split_without_overflow() {
+        let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 1000000000000000000}\n---\napiVersion: gitops.kubectl-gitops.dev/v1alpha1\nkind: Canary\nmetadata: {name: web}\nspec: {target: web, steps: [{setWeight: 50}]}\n";
+        let manifests = crate::manifest::load_app([("web.yaml", yaml.as_bytes())]).expect("valid");
+        let total = total_replicas(&manifests[0].object);
+        assert_eq!(split(total, 50), (total / 2, total / 2));
+        assert_eq!(
+            split(i64::MAX, 1),
+            (i64::MAX - i64::MAX / 100, i64::MAX / 100)
+        );
+        assert_eq!(split(i64::MAX, 99).0 + split(i64::MAX, 99).1, i64::MAX);
+    }
+
+    #[test]
+    fn a_stable_copy_of_a_deployment_with_odd_fields_is_made_without_panicking() {
+        let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {selector: x}\n---\napiVersion: gitops.kubectl-gitops.dev/v1alpha1\nkind: Canary\nmetadata: {name: web}\nspec: {target: web, steps: [{setWeight: 50}]}\n";
+        let manifests = crate::manifest::load_app([("web.yaml", yaml.as_bytes())]).expect("valid");
+        let copy = stable_copy(&manifests[0].object, 1);
+        assert_eq!(copy["metadata"]["name"], "web-stable");
+        assert_eq!(
+            copy["spec"]["selector"]["matchLabels"][ROLE_LABEL],
+            ROLE_STABLE
+        );
+        assert_eq!(copy["spec"]["replicas"], 1);
+        let odd = serde_json::json!({"metadata": {"name": "web", "labels": "x"}, "spec": []});
+        let copy = stable_copy(&odd, 2);
+        assert_eq!(copy["metadata"]["labels"][ROLE_LABEL], ROLE_STABLE);
+        assert_eq!(
+            copy["spec"]["template"]["metadata"]["labels"][ROLE_LABEL],
+            ROLE_STABLE
+        );
+        assert_eq!(copy["spec"]["replicas"], 2);
     }
 }
