@@ -132,6 +132,24 @@ impl Setup {
         })
     }
 
+    /// Waits until the canary runs no replica and the stable copy all four (of `image`, when
+    /// given).
+    fn wait_all_on_stable(&self, image: Option<&str>) {
+        wait::until("every replica is back on stable", LONG, || {
+            match (self.shape("web"), self.shape("web-stable")) {
+                (Some((0, _)), Some((4, stable))) if image.is_none_or(|i| i == stable) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+
+    fn wait_stable_copy_gone(&self) {
+        wait::until("the stable copy is gone", LONG, || {
+            self.shape("web-stable")
+                .map_or(Ok(()), |d| Err(format!("{d:?}")))
+        });
+    }
+
     /// `status` reports neither missing nor drifted objects.
     fn assert_no_drift(&self) {
         let view: Value =
@@ -247,9 +265,28 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
         "{listed}"
     );
 
-    // Promoted: 50 %, a timed pause, the analysis, then every replica on the canary.
+    // `resume` only lifts a person's pause; a pause step waits for `promote`.
+    s.rollout(&["resume", "web"])
+        .assert_failed_saying(&["not paused by a user", "rollout promote web"]);
+
+    // Promoted, then held by a person: the agent leaves it where it is until `resume`.
     let promoted = s.rollout(&["promote", "web"]);
     assert_eq!(promoted.code, Some(0), "{promoted:?}");
+    let paused = s.rollout(&["pause", "web"]);
+    assert_eq!(paused.code, Some(0), "{paused:?}");
+    assert!(paused.stdout.contains("paused by"), "{}", paused.stdout);
+    let held = s.canary_status();
+    std::thread::sleep(Duration::from_secs(4));
+    let still = s.canary_status();
+    assert_eq!(still["paused"], true, "{still:#}");
+    assert_eq!(
+        still["step"], held["step"],
+        "the agent moved a paused rollout"
+    );
+    assert_eq!(still["step"], 2, "{still:#}");
+    // 50 %, a timed pause, the analysis, then every replica on the canary.
+    let resumed = s.rollout(&["resume", "web"]);
+    assert_eq!(resumed.code, Some(0), "{resumed:?}");
     let watched = s.rollout(&["status", "web", "--watch", "--timeout", "100s"]);
     assert_eq!(
         watched.code,
@@ -266,6 +303,8 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
         .collect();
     for part in [
         "promoted to step",
+        "paused by",
+        "resumed by",
         "weight 50% (2 canary, 2 stable replicas)",
         "pause of 3s over",
         "analysis passed 2 of 2",
@@ -278,10 +317,7 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
     }
     assert!(check.requests() >= 2, "the HTTP check was asked");
     assert_eq!(s.shape("web"), Some((4, "registry.local/web:2".into())));
-    wait::until("the stable copy is gone", LONG, || {
-        s.shape("web-stable")
-            .map_or(Ok(()), |d| Err(format!("{d:?}")))
-    });
+    s.wait_stable_copy_gone();
     s.assert_no_drift();
     // Every transition was a write the webhook admitted; the refused scales are the only records.
     let reasons: Vec<Value> = records(&s.ns.name)
@@ -317,12 +353,7 @@ fn a_canary_that_never_gets_ready_aborts_to_stable_and_undo_reverts_it_through_g
             watched.stdout
         );
     }
-    wait::until("every replica is back on stable", LONG, || {
-        match (s.shape("web"), s.shape("web-stable")) {
-            (Some((0, _)), Some((4, image))) if image == "registry.local/web:1" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    s.wait_all_on_stable(Some("registry.local/web:1"));
     s.assert_no_drift();
     let health: Value =
         serde_json::from_str(&s.gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
@@ -371,10 +402,7 @@ fn a_canary_that_never_gets_ready_aborts_to_stable_and_undo_reverts_it_through_g
         "{status:#}"
     );
     assert_eq!(s.shape("web"), Some((4, "registry.local/web:1".into())));
-    wait::until("the stable copy is gone", LONG, || {
-        s.shape("web-stable")
-            .map_or(Ok(()), |d| Err(format!("{d:?}")))
-    });
+    s.wait_stable_copy_gone();
     s.assert_no_drift();
     assert!(
         records(&s.ns.name).is_empty(),
@@ -408,12 +436,7 @@ fn an_abort_mid_way_and_a_failing_prometheus_gate_each_return_to_stable() {
     assert_eq!(aborted.code, Some(0), "{aborted:?}");
     assert!(aborted.stdout.contains("Aborted"), "{}", aborted.stdout);
     assert!(aborted.stdout.contains("aborted by"), "{}", aborted.stdout);
-    wait::until("every replica is back on stable", LONG, || {
-        match (s.shape("web"), s.shape("web-stable")) {
-            (Some((0, _)), Some((4, _))) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    s.wait_all_on_stable(None);
     let status = s.rollout(&["status", "web"]);
     assert_eq!(
         status.code,
@@ -466,11 +489,6 @@ fn an_abort_mid_way_and_a_failing_prometheus_gate_each_return_to_stable() {
             watched.stdout
         );
     }
-    wait::until("every replica is back on stable", LONG, || {
-        match (s.shape("web"), s.shape("web-stable")) {
-            (Some((0, _)), Some((4, image))) if image == "registry.local/web:1" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    s.wait_all_on_stable(Some("registry.local/web:1"));
     s.assert_no_drift();
 }

@@ -20,6 +20,7 @@ use shared::app::App;
 use shared::canary::{
     self, Canary, CanarySpec, CanaryStatus, Measurement, Phase, Step, split, stable_copy,
 };
+use shared::error_chain;
 use shared::git::Mirror;
 use shared::manifest::{self, Manifest};
 use shared::provenance::Provenance;
@@ -779,17 +780,6 @@ async fn measure_http(check: &canary::HttpCheck) -> (Measurement, String) {
             format!("GET {} failed: {}", check.url, error_chain(&e)),
         ),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Percent-encodes a query parameter value.

@@ -520,6 +520,8 @@ struct Violation {
     app: Option<Arc<App>>,
     commit: Option<String>,
     fetch_may_help: bool,
+    /// A rollout step the watch has not delivered yet may explain the write.
+    rollout_may_help: bool,
 }
 
 fn violation(reason: Reason, detail: impl Into<String>) -> Violation {
@@ -529,6 +531,7 @@ fn violation(reason: Reason, detail: impl Into<String>) -> Violation {
         app: None,
         commit: None,
         fetch_may_help: false,
+        rollout_may_help: false,
     }
 }
 
@@ -741,20 +744,25 @@ impl Decision<'_> {
         };
         let declared = declared.or(stable.as_ref().map(|(m, _)| m));
         let Some(declared) = declared.filter(|_| inside) else {
-            return Err(with(violation(
-                Reason::NotDeclared,
-                format!(
-                    "{path} at commit {} of {} does not declare {}{}",
-                    short(commit),
-                    app.spec.repo_url,
-                    self.request.object_name(),
-                    if inside {
-                        String::new()
-                    } else {
-                        format!(" (and is outside the app's path {})", app.spec.path)
-                    }
-                ),
-            )));
+            return Err(Violation {
+                // A stable copy written right after its rollout started.
+                rollout_may_help: self.is_deployment()
+                    && canary::target_of_stable(&self.request.name).is_some(),
+                ..with(violation(
+                    Reason::NotDeclared,
+                    format!(
+                        "{path} at commit {} of {} does not declare {}{}",
+                        short(commit),
+                        app.spec.repo_url,
+                        self.request.object_name(),
+                        if inside {
+                            String::new()
+                        } else {
+                            format!(" (and is outside the app's path {})", app.spec.path)
+                        }
+                    ),
+                ))
+            });
         };
 
         // Condition 5: no downgrade, unless the app records a rollback to this commit.
@@ -849,15 +857,20 @@ impl Decision<'_> {
             } else {
                 String::new()
             };
-            return Err(with(violation(
-                reason,
-                format!(
-                    "{} at commit {}: {}{more}",
-                    declared.location(),
-                    short(commit),
-                    listed.join("; ")
-                ),
-            )));
+            return Err(Violation {
+                // Replicas are the one field a rollout step sets.
+                rollout_may_help: self.is_deployment()
+                    && changes.iter().any(|c| c.path == "spec.replicas"),
+                ..with(violation(
+                    reason,
+                    format!(
+                        "{} at commit {}: {}{more}",
+                        declared.location(),
+                        short(commit),
+                        listed.join("; ")
+                    ),
+                ))
+            });
         }
         let mut verdict = Verdict::allow(Reason::Traceable);
         verdict.app = Some(provenance.app.clone());
@@ -870,9 +883,13 @@ impl Decision<'_> {
         self.request.namespace.as_deref().unwrap_or_default()
     }
 
+    fn is_deployment(&self) -> bool {
+        self.request.kind.group == "apps" && self.request.kind.kind == "Deployment"
+    }
+
     /// The replicas a rollout under way holds the Deployment Git declares at: the canary's share.
     fn rollout_replicas(&self, declared: &Manifest) -> Option<i64> {
-        if self.request.kind.group != "apps" || self.request.kind.kind != "Deployment" {
+        if !self.is_deployment() {
             return None;
         }
         let strategy = self
@@ -886,7 +903,7 @@ impl Decision<'_> {
     /// For `<target>-stable`: the target as the file declares it, when a rollout under way keeps
     /// a stable copy of it at exactly this commit; with the replicas the rollout gives it.
     fn stable_copy_of(&self, manifests: &[Manifest], commit: &str) -> Option<(Manifest, i64)> {
-        if self.request.kind.group != "apps" || self.request.kind.kind != "Deployment" {
+        if !self.is_deployment() {
             return None;
         }
         let target = canary::target_of_stable(&self.request.name)?;
@@ -938,9 +955,7 @@ impl Decision<'_> {
             break_glass: None,
             fetch_may_help: v.fetch_may_help,
             app_may_be_stale: matches!(v.reason, Reason::UnknownApp | Reason::Downgrade),
-            rollout_may_be_stale: v.reason.is_about_content()
-                && self.request.kind.group == "apps"
-                && self.request.kind.kind == "Deployment",
+            rollout_may_be_stale: v.rollout_may_help,
         };
         let warn = scope == Scope::Warn
             || v.app
@@ -1536,7 +1551,10 @@ mod tests {
         greedy.object.as_mut().expect("object")["spec"]["replicas"] = 2.into();
         assert!(!decide_now(&h, &greedy).allowed);
         h.rollout = None;
-        assert_eq!(decide_now(&h, &create).reason, Reason::NotDeclared);
+        let unknown = decide_now(&h, &create);
+        assert_eq!(unknown.reason, Reason::NotDeclared);
+        // The watch may not have delivered the rollout that explains it yet.
+        assert!(unknown.rollout_may_be_stale);
     }
 
     #[test]
@@ -1548,6 +1566,8 @@ mod tests {
         let person = decide_now(&h, &update(&old, &new, "alice", &[]));
         assert!(!person.allowed);
         assert_eq!(person.reason, Reason::FieldChanged);
+        // No rollout sets that field: the webhook need not read the Canaries again.
+        assert!(!person.rollout_may_be_stale);
         assert!(
             person
                 .message

@@ -13,3 +13,15 @@ pub mod git;
 pub mod manifest;
 pub mod normalise;
 pub mod provenance;
+
+/// An error and its causes on one line, as logs and refusals show them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
