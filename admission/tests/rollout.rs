@@ -283,7 +283,6 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
         still["step"], held["step"],
         "the agent moved a paused rollout"
     );
-    assert_eq!(still["step"], 2, "{still:#}");
     // 50 %, a timed pause, the analysis, then every replica on the canary.
     let resumed = s.rollout(&["resume", "web"]);
     assert_eq!(resumed.code, Some(0), "{resumed:?}");
