@@ -54,7 +54,11 @@ fn main() {
         .build()
         .expect("the server runtime");
     let metrics = Arc::new(Metrics::default());
-    let repos = Arc::new(Repos::new(work.path().join("mirrors"), metrics.clone()));
+    let repos = Arc::new(Repos::new(
+        work.path().join("mirrors"),
+        shared::git::DEFAULT_TIMEOUT,
+        metrics.clone(),
+    ));
     let mirror = repos.get(&repo_url).expect("the mirror opens");
     assert!(
         server_rt.block_on(repos.fetch(&mirror, None, Instant::now())),

@@ -1207,7 +1207,11 @@ impl Rng {
 fn view(cache: &Path) -> View {
     View {
         apps: reflector::store::<App>().0,
-        repos: Arc::new(Repos::new(cache.to_owned(), Arc::new(Metrics::default()))),
+        repos: Arc::new(Repos::new(
+            cache.to_owned(),
+            shared::git::DEFAULT_TIMEOUT,
+            Arc::new(Metrics::default()),
+        )),
         fresh: Arc::default(),
         canaries: reflector::store::<shared::canary::Canary>().0,
         fresh_canaries: Arc::default(),

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube::ResourceExt as _;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -26,6 +26,8 @@ const CACHE_LIMIT: usize = 50_000;
 #[derive(Debug)]
 pub struct Repos {
     cache_dir: PathBuf,
+    /// How long a remote may stay silent during a fetch.
+    timeout: Duration,
     repos: RwLock<HashMap<String, Arc<Repo>>>,
     metrics: Arc<Metrics>,
 }
@@ -36,8 +38,8 @@ pub struct Repo {
     url: String,
     mirror: Mirror,
     facts: Mutex<Facts>,
-    /// Serialises fetches; holds when the last one started.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises fetches; holds how the last one went.
+    fetching: tokio::sync::Mutex<Option<Attempt>>,
     state: Mutex<FetchState>,
 }
 
@@ -52,6 +54,14 @@ struct Facts {
     trees: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
 }
 
+/// One fetch: when it started and ended, and whether it succeeded.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    started: Instant,
+    ended: Instant,
+    ok: bool,
+}
+
 /// How the fetches of a repository went, for readiness and logs.
 #[derive(Debug, Default, Clone)]
 pub struct FetchState {
@@ -64,9 +74,10 @@ pub struct FetchState {
 }
 
 impl Repos {
-    pub fn new(cache_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub fn new(cache_dir: PathBuf, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Repos {
             cache_dir,
+            timeout,
             repos: RwLock::new(HashMap::new()),
             metrics,
         }
@@ -77,7 +88,9 @@ impl Repos {
         if let Some(repo) = self.repos.read().ok().and_then(|r| r.get(url).cloned()) {
             return Ok(repo);
         }
-        let mirror = Mirror::open(url, &self.cache_dir).map_err(|e| error_chain(&e))?;
+        let mirror = Mirror::open(url, &self.cache_dir)
+            .map_err(|e| error_chain(&e))?
+            .with_timeout(self.timeout);
         let loaded = mirror.branches().is_ok_and(|b| !b.is_empty());
         let repo = Arc::new(Repo {
             url: url.to_owned(),
@@ -106,6 +119,9 @@ impl Repos {
     /// Fetches `repo` unless a fetch started at or after `since` (it saw everything pushed
     /// before `since`); waits for a fetch already running instead of starting another. Returns
     /// whether the mirror is now at least as new as the remote was at `since`.
+    ///
+    /// A fetch that failed after `since` while this one waited is not repeated: against a
+    /// remote that hangs, waiting callers fail with it instead of queueing one timeout each.
     pub async fn fetch(
         &self,
         repo: &Arc<Repo>,
@@ -113,8 +129,13 @@ impl Repos {
         since: Instant,
     ) -> bool {
         let mut last = repo.fetching.lock().await;
-        if last.is_some_and(|started| started >= since) {
-            return true;
+        if let Some(attempt) = *last {
+            if attempt.started >= since {
+                return attempt.ok;
+            }
+            if !attempt.ok && attempt.ended >= since {
+                return false;
+            }
         }
         let started = Instant::now();
         let worker = repo.clone();
@@ -124,7 +145,11 @@ impl Repos {
             Ok(result) => result.map_err(|e| error_chain(&e)),
             Err(e) => Err(format!("the fetch task failed: {e}")),
         };
-        *last = Some(started);
+        *last = Some(Attempt {
+            started,
+            ended: Instant::now(),
+            ok: outcome.is_ok(),
+        });
         self.metrics.fetched(&repo.url, outcome.is_ok());
         if let Ok(mut state) = repo.state.lock() {
             state.attempted = true;
@@ -157,6 +182,11 @@ impl Repos {
 impl Repo {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether a fetch of this repository is under way.
+    pub fn fetch_running(&self) -> bool {
+        self.fetching.try_lock().is_err()
     }
 
     pub fn state(&self) -> FetchState {

@@ -145,6 +145,10 @@ struct ServeOptions {
     /// inside the webhook's timeoutSeconds).
     #[arg(long, default_value_t = 2000)]
     fetch_deadline_ms: u64,
+    /// Seconds an HTTP(S) Git remote may stay silent (connecting, answering, between two reads of
+    /// a pack) before a fetch fails; the mirror keeps what it had.
+    #[arg(long, default_value_t = 30)]
+    git_timeout: u64,
     /// Group whose members may write outside Git with a reason and an expiry ("" to disable).
     #[arg(long, default_value = "gitops:break-glass")]
     break_glass_group: String,
@@ -366,7 +370,11 @@ async fn serve(
         None => connect(options.kubeconfig.as_deref()).await?,
     };
     let metrics = Arc::new(Metrics::default());
-    let repos = Arc::new(Repos::new(cache_dir, metrics.clone()));
+    let repos = Arc::new(Repos::new(
+        cache_dir,
+        Duration::from_secs(options.git_timeout.max(1)),
+        metrics.clone(),
+    ));
     let (apps, writer) = reflector::store::<App>();
     let (canaries, canary_writer) = reflector::store::<shared::canary::Canary>();
     let mut policy = Policy::default();
@@ -488,6 +496,11 @@ async fn serve(
                     let Ok(repo) = repos.get(&app.spec.repo_url) else {
                         continue;
                     };
+                    // A fetch still running (a slow remote) is not queued behind: the next
+                    // tick after it ends fetches again.
+                    if repo.fetch_running() {
+                        continue;
+                    }
                     let (repos, client) = (repos.clone(), client.clone());
                     tokio::spawn(async move {
                         let credentials = shared::credentials::for_app(&client, &app)

@@ -219,9 +219,12 @@ impl Webhook {
                 .app
                 .as_deref()
                 .and_then(|k| admission::Knowledge::app(&self.view, k))
-            && self.fetch_now(&app, arrived).await
         {
-            verdict = self.decide(&request, scope, parent).await;
+            match self.fetch_now(&app, arrived).await {
+                Ok(()) => verdict = self.decide(&request, scope, parent).await,
+                // The refusal says that the mirror may be behind, and why.
+                Err(why) => verdict.message = format!("{}; {why}", verdict.message),
+            }
         }
         let Some(outcome) = verdict.outcome else {
             return verdict;
@@ -331,11 +334,11 @@ impl Webhook {
         }
     }
 
-    /// Fetches the app's repository under the deadline. Whether a fetch finished in time.
-    async fn fetch_now(&self, app: &shared::app::App, since: Instant) -> bool {
-        let Ok(repo) = self.view.repos.get(&app.spec.repo_url) else {
-            return false;
-        };
+    /// Fetches the app's repository under the deadline; says why the mirror may still be behind
+    /// when the fetch failed or did not finish in time.
+    async fn fetch_now(&self, app: &shared::app::App, since: Instant) -> Result<(), String> {
+        let url = &app.spec.repo_url;
+        let repo = self.view.repos.get(url)?;
         let credentials = match &self.client {
             Some(client) => shared::credentials::for_app(client, app)
                 .await
@@ -346,11 +349,21 @@ impl Webhook {
         let repos = self.view.repos.clone();
         // The fetch runs on as its own task if the deadline passes, holding the mirror's fetch
         // lock until it is done, so no second fetch starts on the same mirror meanwhile.
-        let fetch = tokio::spawn(async move { repos.fetch(&repo, credentials, since).await });
-        matches!(
-            tokio::time::timeout(self.fetch_deadline, fetch).await,
-            Ok(Ok(true))
-        )
+        let fetch = {
+            let repo = repo.clone();
+            tokio::spawn(async move { repos.fetch(&repo, credentials, since).await })
+        };
+        match tokio::time::timeout(self.fetch_deadline, fetch).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(format!(
+                "fetching {url} failed: {}",
+                repo.state().last_error.unwrap_or_default()
+            )),
+            Err(_) => Err(format!(
+                "a fetch of {url} did not finish within {} ms",
+                self.fetch_deadline.as_millis()
+            )),
+        }
     }
 
     /// For the scale subresource: the review with the parent's kind, and the live parent.

@@ -1,5 +1,5 @@
-//! The webhook when things fail: killed and restarted, its Git remote gone, its certificate
-//! rotated under traffic, and requests that are not reviews.
+//! The webhook when things fail: killed and restarted, its Git remote gone or hanging, its
+//! certificate rotated under traffic, and requests that are not reviews.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Webhook, assert_refused, edit, records};
 use e2e::git::Repo;
-use e2e::gitops::{Gitops, config_map};
+use e2e::gitops::{Agent, Gitops, app_status, config_map};
 use e2e::{TestNamespace, cluster, wait};
 use serde_json::{Value, json};
 
@@ -101,8 +101,7 @@ fn without_its_git_remote_the_webhook_decides_from_its_mirror_and_says_so() {
         || {
             let (code, body) = webhook.get("/readyz");
             if code == 200
-                && body.contains(&url)
-                && body.contains("last fetch failed, deciding from the mirror")
+                && line_of(&body, &url).contains("last fetch failed, deciding from the mirror")
             {
                 Ok(())
             } else {
@@ -117,6 +116,145 @@ fn without_its_git_remote_the_webhook_decides_from_its_mirror_and_says_so() {
         .kubectl()
         .run(&["delete", "configmap", "settings", "-n", &ns.name]);
     assert_refused(&delete, "delete-on-branch", &[]);
+}
+
+#[test]
+fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force() {
+    let webhook = Webhook::start_with(
+        "hang",
+        &["--git-timeout", "2", "--fetch-deadline-ms", "500"],
+    );
+    let kubectl = cluster().kubectl();
+    let ns = TestNamespace::new("hang");
+    webhook.guard(&ns.name, "enforce");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("settings.yaml", &config_map("settings", "1"));
+    let first = repo.commit("settings 1");
+    let remote = repo.serve_http();
+    let url = remote.url().to_owned();
+    gitops.ok(&["app", "add", "web", "--repo", &url, "--interval", "1"]);
+    gitops.ok(&["sync", "web"]);
+    let agent = Agent::start_with(&gitops, "agent-hang", &["--git-timeout", "2s"]);
+    let failures_before = webhook.metric("kubectl_gitops_admission_fetch_failures_total");
+
+    // The remote accepts connections and never answers; a commit lands behind it.
+    remote.set_stalled(true);
+    repo.write("settings.yaml", &config_map("settings", "2"));
+    let second = repo.commit("settings 2");
+
+    // The agent's fetch gives up after its timeout, is recorded as failed, and is retried; what
+    // was synced stays.
+    let failed = wait::until(
+        "the agent records a fetch that timed out",
+        // Its 2 s timeout, not the default of 30 s.
+        Duration::from_secs(20),
+        || {
+            let status = app_status(&ns.name, "web");
+            let newest = &status["history"][0];
+            if newest["result"] == "Failed" {
+                Ok(newest["message"].as_str().unwrap_or_default().to_owned())
+            } else {
+                Err(format!("{status}\nagent log:\n{}", agent.log()))
+            }
+        },
+    );
+    assert!(
+        failed.contains(&url) && failed.contains("timed out"),
+        "{failed}"
+    );
+    assert_eq!(app_status(&ns.name, "web")["lastSyncedCommit"], first);
+    // The webhook's fetches give up too; it stays ready and says it decides from its mirror.
+    wait::until(
+        "the webhook reports the hanging remote",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = webhook.get("/readyz");
+            if code == 200 && line_of(&body, &url).contains("last fetch failed") {
+                Ok(())
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    assert!(webhook.metric("kubectl_gitops_admission_fetch_failures_total") > failures_before);
+    // Writes are decided from the mirror without waiting for the remote: drift is refused as
+    // ever, and a write stamped with the commit the mirror cannot see yet is refused within the
+    // review's fetch deadline, saying the fetch is what is missing (not a failed webhook call).
+    assert_refused(&edit(&ns.name, "by hand"), "field-changed", &[]);
+    let ahead = kubectl.run(&[
+        "annotate",
+        "configmap",
+        "settings",
+        &format!("gitops.kubectl-gitops.dev/commit={second}"),
+        "--overwrite",
+        "-n",
+        &ns.name,
+    ]);
+    assert_refused(&ahead, "unknown-commit", &[&second, &url]);
+    assert!(
+        ahead.stderr.contains("did not finish within 500 ms") || ahead.stderr.contains("fetching"),
+        "{}",
+        ahead.stderr
+    );
+    // Someone looking meanwhile gets an answer within their own timeout.
+    let asked = std::time::Instant::now();
+    let status = gitops.run(&["status", "web", "--git-timeout", "2s"]);
+    assert!(asked.elapsed() < Duration::from_secs(20), "{status:?}");
+    assert!(
+        status.stderr.contains(&url) && status.stderr.contains("timed out"),
+        "{status:?}"
+    );
+    assert!(status.stdout.contains(&first[..7]), "{status:?}");
+    assert_eq!(
+        kubectl.json(&["get", "configmap", "settings", "-n", &ns.name])["data"]["value"],
+        "1"
+    );
+
+    // The remote answers again: the agent syncs the new commit, which the webhook admits.
+    remote.set_stalled(false);
+    wait::until(
+        "the agent syncs the commit that was behind the hanging remote",
+        Duration::from_secs(60),
+        || {
+            let live = kubectl.json(&["get", "configmap", "settings", "-n", &ns.name]);
+            if live["data"]["value"] == "2" {
+                Ok(())
+            } else {
+                Err(format!("{live}\nagent log:\n{}", agent.log()))
+            }
+        },
+    );
+    assert_eq!(app_status(&ns.name, "web")["lastSyncedCommit"], second);
+    wait::until(
+        "the webhook's mirror is fresh again",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = webhook.get("/readyz");
+            let line = line_of(&body, &url);
+            if code == 200 && line.contains("fetched") && !line.contains("last fetch failed") {
+                Ok(())
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    let log = agent.terminate();
+    assert!(log.contains("failed (will retry)"), "{log}");
+    // Only the two refused writes were recorded; the agent's sync was explained by Git.
+    let reasons: Vec<Value> = records(&ns.name)
+        .iter()
+        .map(|r| r["spec"]["reason"].clone())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+}
+
+/// The line of the webhook's readiness report about the repository at `url`.
+fn line_of<'a>(report: &'a str, url: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.starts_with(&format!("{url}:")))
+        .unwrap_or_default()
 }
 
 #[test]

@@ -23,6 +23,11 @@ use crate::kube_context::KubeArgs;
 pub struct Cli {
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// How long an HTTP(S) Git remote may stay silent (connecting, answering, between two reads
+    /// of a pack) before a fetch fails; what was fetched before stays in force.
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION",
+          value_parser = cmd::sync::parse_duration)]
+    pub git_timeout: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -20,6 +20,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    mirror::set_timeout(cli.git_timeout);
     // Git over HTTPS (reqwest) finds the process-wide provider; kube uses ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

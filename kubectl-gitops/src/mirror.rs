@@ -1,7 +1,8 @@
 //! The plugin's Git mirrors, kept in the user's cache directory and used off the async runtime.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::Client;
@@ -25,11 +26,22 @@ pub async fn credentials(client: &Client, app: &App) -> anyhow::Result<Option<Cr
     Ok(shared::credentials::for_app(client, app).await?)
 }
 
+static TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets how long a remote may stay silent during a fetch (`--git-timeout`), once per process.
+pub fn set_timeout(timeout: Duration) {
+    let _ = TIMEOUT.set(timeout.max(Duration::from_secs(1)));
+}
+
 /// Opens the mirror of `url` and fetches it, offering `credentials` if the remote asks.
 pub async fn fetched(url: &str, credentials: Option<Credentials>) -> anyhow::Result<Arc<Mirror>> {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mirror = Mirror::open(&url, &cache_dir())?;
+        let timeout = TIMEOUT
+            .get()
+            .copied()
+            .unwrap_or(shared::git::DEFAULT_TIMEOUT);
+        let mirror = Mirror::open(&url, &cache_dir())?.with_timeout(timeout);
         mirror.fetch(credentials.as_ref())?;
         Ok::<_, shared::git::GitError>(Arc::new(mirror))
     })

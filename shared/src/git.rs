@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use gix::ObjectId;
 use thiserror::Error;
@@ -12,6 +14,10 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where remote branches land in the mirror.
 const REFSPEC: &str = "+refs/heads/*:refs/remotes/origin/*";
+
+/// How long an HTTP(S) remote may take to accept a connection, answer a request or send the next
+/// bytes of a pack before a fetch fails, unless [`Mirror::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum GitError {
@@ -93,6 +99,7 @@ pub struct CommitInfo {
 pub struct Mirror {
     url: String,
     repo: gix::ThreadSafeRepository,
+    timeout: Duration,
 }
 
 impl Mirror {
@@ -113,7 +120,17 @@ impl Mirror {
         Ok(Mirror {
             url: url.to_owned(),
             repo: repo.into_sync(),
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Bounds how long an HTTP(S) remote may stay silent during a fetch: connecting, waiting for
+    /// an answer, and between two reads of a pack. A remote that hangs fails the fetch after
+    /// this long instead of holding it (and whoever waits for it) forever; a large pack that
+    /// keeps arriving is not cut off.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -132,9 +149,13 @@ impl Mirror {
             .map_err(|e| fetch_err(e.into()))?
             .with_refspecs([REFSPEC], gix::remote::Direction::Fetch)
             .map_err(|e| fetch_err(e.into()))?;
-        let outcome = remote
+        let mut connection = remote
             .connect(gix::remote::Direction::Fetch)
-            .map_err(|e| fetch_err(e.into()))?
+            .map_err(|e| fetch_err(e.into()))?;
+        if let Some(options) = self.transport_options(&repo) {
+            connection = connection.with_transport_options(options);
+        }
+        let outcome = connection
             // Only the given account is offered: no credential helper of the host is asked.
             .with_credentials(|action| match (action, credentials) {
                 (gix::credentials::helper::Action::Get(context), Some(account)) => {
@@ -157,6 +178,30 @@ impl Mirror {
             outcome.status,
             gix::remote::fetch::Status::NoPackReceived { .. }
         ))
+    }
+
+    /// The HTTP options the repository's configuration gives for this remote, with the timeout
+    /// applied to every request; `None` for a remote that is not HTTP(S).
+    fn transport_options(&self, repo: &gix::Repository) -> Option<Box<dyn std::any::Any>> {
+        use gix::protocol::transport::client::blocking_io::http;
+        let mut options = repo
+            .transport_options(self.url.as_str(), None)
+            .ok()
+            .flatten()?
+            .downcast::<http::Options>()
+            .ok()?;
+        let timeout = self.timeout;
+        options.connect_timeout = Some(timeout);
+        let backend = http::reqwest::Options {
+            configure_client: Some(Box::new(move |client| {
+                // For the blocking client this bounds sending a request and each read of the
+                // answer, not the whole transfer.
+                Ok(client.connect_timeout(timeout).timeout(timeout))
+            })),
+            configure_request: None,
+        };
+        options.backend = Some(Arc::new(Mutex::new(backend)));
+        Some(options)
     }
 
     /// The commit the branch points at, as last fetched.

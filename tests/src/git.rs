@@ -86,6 +86,7 @@ impl Repo {
 pub struct HttpRemote {
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
     ca: Option<(tempfile::TempDir, PathBuf)>,
@@ -135,13 +136,34 @@ impl Repo {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stopped, stalling) = (stop.clone(), stalled.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                if stalling.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A hanging server: the connection is accepted and never answered, until
+                    // the stall ends or the client gives up.
+                    let (stalling, stopped) = (stalling.clone(), stopped.clone());
+                    std::thread::spawn(move || {
+                        let mut probe = [0u8; 1];
+                        let _ = stream.set_nonblocking(true);
+                        while stalling.load(std::sync::atomic::Ordering::SeqCst)
+                            && !stopped.load(std::sync::atomic::Ordering::SeqCst)
+                        {
+                            // Read and drop what the client sends; stop once it hangs up.
+                            match std::io::Read::read(&mut &stream, &mut probe) {
+                                Ok(0) => break,
+                                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                            }
+                        }
+                    });
+                    continue;
+                }
                 let root = root.clone();
                 let authorization = authorization.clone();
                 let tls = server_tls.clone();
@@ -167,6 +189,7 @@ impl Repo {
         HttpRemote {
             url: format!("{scheme}://{addr}/{name}"),
             stop,
+            stalled,
             addr,
             thread: Some(thread),
             ca: None,
@@ -177,6 +200,13 @@ impl Repo {
 impl HttpRemote {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Makes the remote hang (`true`): connections are accepted and never answered, as a remote
+    /// behind a stuck proxy or an overloaded server does. `false` serves again.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The PEM file of the CA that signed an HTTPS remote's certificate.

@@ -149,6 +149,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(gitops: &Gitops, identity: &str) -> Self {
+        Self::start_with(gitops, identity, &[])
+    }
+
+    /// Starts an agent with extra arguments (e.g. `--git-timeout 2s`).
+    pub fn start_with(gitops: &Gitops, identity: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a log directory");
         let log = dir.path().join("agent.log");
         let file = std::fs::File::create(&log).expect("a log file");
@@ -166,6 +171,7 @@ impl Agent {
                 "--poll",
                 "1s",
             ])
+            .args(extra)
             .env("KUBECONFIG", crate::cluster().kubeconfig())
             .env("KUBECTL_GITOPS_CACHE_DIR", gitops.cache.path())
             .stdin(Stdio::null())

@@ -27,11 +27,17 @@ pub struct Webhook {
     pub port: u16,
     child: Mutex<Option<Child>>,
     log: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Webhook {
     /// Starts an instance and waits until it answers.
     pub fn start(instance: &str) -> Webhook {
+        Self::start_with(instance, &[])
+    }
+
+    /// Starts an instance with extra arguments (e.g. `--git-timeout 2`).
+    pub fn start_with(instance: &str, extra: &[&str]) -> Webhook {
         cluster::install_crds();
         let label = format!("{instance}-{:x}", std::process::id());
         let state = tempfile::Builder::new()
@@ -50,6 +56,7 @@ impl Webhook {
             port,
             child: Mutex::new(None),
             log,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         webhook.spawn();
         webhook
@@ -83,6 +90,7 @@ impl Webhook {
                 "--audit-namespace",
                 "default",
             ])
+            .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)

@@ -49,13 +49,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
     };
-    Ok(Duration::from_secs(seconds))
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyhow::Result<Code> {
