@@ -232,7 +232,7 @@ fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force(
         || {
             let (code, body) = webhook.get("/readyz");
             let line = line_of(&body, &url);
-            if code == 200 && line.contains("fetched") && !line.contains("last fetch failed") {
+            if code == 200 && line.contains(" ago") && !line.contains("last fetch failed") {
                 Ok(())
             } else {
                 Err(format!("{code}: {body}"))

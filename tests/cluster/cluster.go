@@ -38,6 +38,7 @@ type options struct {
 	dir      string
 	nodes    int
 	watchPID int
+	down     time.Duration
 }
 
 func runCluster(verb string, args []string) int {
@@ -46,6 +47,7 @@ func runCluster(verb string, args []string) int {
 	fs.StringVar(&o.dir, "dir", "", "state directory (required)")
 	fs.IntVar(&o.nodes, "nodes", 3, "number of fake nodes")
 	fs.IntVar(&o.watchPID, "watch-pid", 0, "stop when the process with this PID exits (up only)")
+	fs.DurationVar(&o.down, "down", 0, "how long the apiserver stays stopped (restart-apiserver only)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -64,6 +66,8 @@ func runCluster(verb string, args []string) int {
 		err = start(o)
 	case "stop":
 		err = stop(o.dir)
+	case "restart-apiserver":
+		err = restartAPIServer(o)
 	default:
 		err = up(o)
 	}
@@ -77,6 +81,42 @@ func runCluster(verb string, args []string) int {
 func pidFile(dir string) string        { return filepath.Join(dir, "localcluster.pid") }
 func readyFile(dir string) string      { return filepath.Join(dir, "ready") }
 func kubeconfigFile(dir string) string { return filepath.Join(dir, "kubeconfig") }
+func restartRequestFile(dir string) string {
+	return filepath.Join(dir, "restart-apiserver.request")
+}
+func restartDoneFile(dir string) string { return filepath.Join(dir, "restart-apiserver.done") }
+
+// restartAPIServer asks the cluster running in dir to stop its kube-apiserver, keep it stopped
+// for o.down, and start it again on the same address with the same state, and waits until it
+// serves again. Everything else (etcd, controllers, fake nodes, clients) keeps running.
+func restartAPIServer(o options) error {
+	pid, alive := runningPID(o.dir)
+	if !alive {
+		return fmt.Errorf("no cluster is running in %s", o.dir)
+	}
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := writeAtomic(restartRequestFile(o.dir), []byte(nonce+" "+o.down.String()+"\n")); err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(o.down + startTimeout)
+	for time.Now().Before(deadline) {
+		done, _ := os.ReadFile(restartDoneFile(o.dir))
+		if fields := strings.Fields(string(done)); len(fields) >= 2 && fields[0] == nonce {
+			if fields[1] != "ok" {
+				return fmt.Errorf("the restarted kube-apiserver did not come up: %s", strings.Join(fields[1:], " "))
+			}
+			return nil
+		}
+		if syscall.Kill(pid, 0) != nil {
+			return fmt.Errorf("the cluster (pid %d) exited during the restart; see %s", pid, filepath.Join(o.dir, "logs"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("kube-apiserver did not serve again within %s", o.down+startTimeout)
+}
 
 // start runs `up` detached from the caller's session and returns once the cluster is ready.
 func start(o options) error {
@@ -218,25 +258,26 @@ func up(o options) error {
 
 	children := &supervisor{logDir: filepath.Join(o.dir, "logs"), died: make(chan string, 3)}
 	defer children.stopAll()
-	if err := children.spawn("kube-apiserver",
-		"--etcd-servers="+etcdURL,
+	apiserverArgs := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(port),
-		"--cert-dir="+filepath.Join(o.dir, "pki"),
-		"--tls-cert-file="+p.servingCert,
-		"--tls-private-key-file="+p.servingKey,
-		"--client-ca-file="+p.caCert,
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(o.dir, "pki"),
+		"--tls-cert-file=" + p.servingCert,
+		"--tls-private-key-file=" + p.servingKey,
+		"--client-ca-file=" + p.caCert,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+p.saPublic,
-		"--service-account-signing-key-file="+p.serviceAccountKey,
-		"--service-cluster-ip-range="+serviceCIDR,
+		"--service-account-key-file=" + p.saPublic,
+		"--service-account-signing-key-file=" + p.serviceAccountKey,
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
-	); err != nil {
+	}
+	if err := children.spawn("kube-apiserver", apiserverArgs...); err != nil {
 		return err
 	}
 	if err := waitHealthy(ctx, children, server, p); err != nil {
@@ -317,18 +358,71 @@ leaderElection:
 	}
 	logf("cluster ready after %s; kubeconfig: %s", time.Since(began).Round(time.Millisecond), kubeconfigFile(o.dir))
 
-	select {
-	case <-ctx.Done():
-		logf("stopping")
-	case name := <-children.died:
-		return fmt.Errorf("%s exited unexpectedly; see %s", name, filepath.Join(o.dir, "logs", name+".log"))
-	case err := <-agentDone:
-		return fmt.Errorf("fake-node agent: %w", err)
+	restarts := make(chan os.Signal, 1)
+	signal.Notify(restarts, syscall.SIGUSR1)
+	defer signal.Stop(restarts)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			logf("stopping")
+			running = false
+		case <-restarts:
+			if err := restartRequested(ctx, o.dir, children, apiserverArgs, server, p); err != nil {
+				return err
+			}
+		case name := <-children.died:
+			return fmt.Errorf("%s exited unexpectedly; see %s", name, filepath.Join(o.dir, "logs", name+".log"))
+		case err := <-agentDone:
+			return fmt.Errorf("fake-node agent: %w", err)
+		}
 	}
 	_ = os.Remove(readyFile(o.dir))
 	stopAgent()
 	children.stopAll()
 	return nil
+}
+
+// restartRequested answers a restart-apiserver request: the apiserver is stopped as a rolling
+// update would stop it (SIGTERM), kept down for the requested time, started again with the same
+// arguments, and the outcome is written for the requester. The cluster is not ready meanwhile.
+func restartRequested(ctx context.Context, dir string, children *supervisor, args []string, server string, p *pki) error {
+	request, err := os.ReadFile(restartRequestFile(dir))
+	if err != nil {
+		logf("SIGUSR1 without a restart request: %v", err)
+		return nil
+	}
+	fields := strings.Fields(string(request))
+	if len(fields) != 2 {
+		logf("malformed restart request %q", request)
+		return nil
+	}
+	down, err := time.ParseDuration(fields[1])
+	if err != nil {
+		logf("malformed restart request %q: %v", request, err)
+		return nil
+	}
+	_ = os.Remove(readyFile(dir))
+	logf("restarting kube-apiserver (down for %s)", down)
+	children.stop("kube-apiserver")
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(down):
+	}
+	outcome := "ok"
+	if err := children.respawn("kube-apiserver", args...); err != nil {
+		outcome = err.Error()
+	} else if err := waitHealthy(ctx, children, server, p); err != nil {
+		outcome = err.Error()
+	}
+	if err := writeAtomic(restartDoneFile(dir), []byte(fields[0]+" "+outcome+"\n")); err != nil {
+		return err
+	}
+	if outcome != "ok" {
+		return fmt.Errorf("kube-apiserver did not come back: %s", outcome)
+	}
+	logf("kube-apiserver serving again at %s", server)
+	return writeAtomic(readyFile(dir), []byte(server+"\n"))
 }
 
 func startEtcd(dataDir, logPath string) (*embed.Etcd, string, error) {
@@ -475,23 +569,57 @@ type child struct {
 }
 
 func (s *supervisor) spawn(name string, args ...string) error {
-	self, err := os.Executable()
+	c, err := s.launch(name, os.O_TRUNC, args...)
 	if err != nil {
 		return err
 	}
-	logFile, err := os.OpenFile(filepath.Join(s.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	s.children = append(s.children, c)
+	return nil
+}
+
+// respawn starts a stopped child again in its place (so the stop order is kept), appending to
+// its log.
+func (s *supervisor) respawn(name string, args ...string) error {
+	for i, old := range s.children {
+		if old.name != name {
+			continue
+		}
+		c, err := s.launch(name, os.O_APPEND, args...)
+		if err != nil {
+			return err
+		}
+		s.children[i] = c
+		return nil
+	}
+	return fmt.Errorf("no child named %s", name)
+}
+
+// stop stops one child and waits until it has exited; it is not reported as died.
+func (s *supervisor) stop(name string) {
+	for _, c := range s.children {
+		if c.name == name {
+			c.terminate()
+		}
+	}
+}
+
+func (s *supervisor) launch(name string, mode int, args ...string) (*child, error) {
+	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
+	}
+	logFile, err := os.OpenFile(filepath.Join(s.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|mode, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command(self, append([]string{name}, args...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
-	s.children = append(s.children, c)
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -500,23 +628,27 @@ func (s *supervisor) spawn(name string, args ...string) error {
 			s.died <- name
 		}
 	}()
-	return nil
+	return c, nil
 }
 
 // stopAll stops the children in reverse start order, so the apiserver outlives its clients.
 func (s *supervisor) stopAll() {
 	for i := len(s.children) - 1; i >= 0; i-- {
-		c := s.children[i]
-		if c.stopping.Swap(true) {
-			continue
-		}
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(10 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
+		s.children[i].terminate()
+	}
+}
+
+// terminate sends SIGTERM, then SIGKILL after 10 s, and waits for the exit; once only.
+func (c *child) terminate() {
+	if c.stopping.Swap(true) {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
 	}
 }
 

@@ -28,6 +28,10 @@ Usage:
   localcluster stop  --dir DIR               stop the cluster started in DIR and wait until it is gone
   localcluster up    --dir DIR [--nodes N] [--watch-pid PID]
                                              run in the foreground until SIGINT/SIGTERM (or PID exits)
+  localcluster restart-apiserver --dir DIR [--down 5s]
+                                             stop the running cluster's kube-apiserver (SIGTERM), keep it
+                                             down that long, start it again at the same address and wait
+                                             until it serves; etcd, controllers and nodes keep running
 
 State (etcd data, certificates, logs, kubeconfig) lives in DIR:
   DIR/kubeconfig   admin kubeconfig, written once the cluster is ready
@@ -60,7 +64,7 @@ func main() {
 		cmd := scheduler.NewSchedulerCommand()
 		cmd.SetArgs(args)
 		os.Exit(cli.Run(cmd))
-	case "up", "start", "stop":
+	case "up", "start", "stop", "restart-apiserver":
 		os.Exit(runCluster(os.Args[1], args))
 	case "-h", "--help", "help":
 		fmt.Print(usage)

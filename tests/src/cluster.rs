@@ -27,6 +27,40 @@ impl Cluster {
     pub fn kubectl(&self) -> Kubectl {
         Kubectl::new(&self.kubeconfig)
     }
+
+    /// Stops the kube-apiserver (SIGTERM, as a rolling update of the control plane would), keeps
+    /// it down for `down`, starts it again at the same address and returns once it serves. etcd,
+    /// the controllers and the fake nodes keep running; every client sees the apiserver go away.
+    ///
+    /// Every test running meanwhile sees the outage too: call it only from a test binary of its
+    /// own (cargo runs test binaries one after another).
+    pub fn restart_apiserver(&self, down: Duration) {
+        let dir = self
+            .kubeconfig
+            .parent()
+            .expect("the kubeconfig lives in the cluster's directory");
+        let output = Command::new(localcluster())
+            .arg("restart-apiserver")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--down")
+            .arg(format!("{}ms", down.as_millis()))
+            .output()
+            .expect("localcluster runs");
+        assert!(
+            output.status.success(),
+            "restart-apiserver failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn localcluster() -> PathBuf {
+    crate::tool(
+        "LOCALCLUSTER",
+        "localcluster",
+        "scripts/build-localcluster.sh",
+    )
 }
 
 /// The shared control plane, started on first use.
@@ -50,11 +84,7 @@ pub fn cluster() -> &'static Cluster {
 }
 
 fn start_owned() -> Cluster {
-    let bin = crate::tool(
-        "LOCALCLUSTER",
-        "localcluster",
-        "scripts/build-localcluster.sh",
-    );
+    let bin = localcluster();
     let dir = crate::workspace_root()
         .join("target/e2e-cluster")
         .join(std::process::id().to_string());

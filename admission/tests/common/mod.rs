@@ -125,6 +125,15 @@ impl Webhook {
             .expect("the webhook runs")
     }
 
+    /// Whether the process started last is still running.
+    pub fn running(&self) -> bool {
+        self.child
+            .lock()
+            .expect("lock")
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// What the process logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
