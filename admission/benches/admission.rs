@@ -331,33 +331,39 @@ async fn load(
     }
 }
 
-/// CPU time of the server's threads (user + system), from /proc.
+/// CPU time of the server's threads (user + system), from /proc: the process's total minus its
+/// live threads that are not the server's. A server worker that `block_in_place` handed over
+/// retires after a while and leaves /proc/self/task, but its time stays in the process's total;
+/// the client's and the main thread live for the whole run.
 fn server_cpu_seconds() -> f64 {
-    let mut ticks = 0u64;
+    let total = std::fs::read_to_string("/proc/self/stat").map_or(0, |stat| cpu_ticks(&stat));
+    let mut others = 0u64;
     for task in std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
         .flatten()
     {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.trim().starts_with(SERVER_THREAD) {
+        if comm.trim().starts_with(SERVER_THREAD) {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the command name (which is in parentheses): utime is the 12th, stime 13th.
-        if let Some((_, rest)) = stat.rsplit_once(')') {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            ticks += fields
-                .get(11)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-            ticks += fields
-                .get(12)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
+        others += cpu_ticks(&stat);
     }
-    ticks as f64 / 100.0
+    total.saturating_sub(others) as f64 / 100.0
+}
+
+/// utime + stime of a /proc stat line, in clock ticks.
+fn cpu_ticks(stat: &str) -> u64 {
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn app(repo_url: &str) -> App {

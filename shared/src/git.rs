@@ -34,6 +34,13 @@ pub enum GitError {
         #[source]
         source: Source,
     },
+    #[error("cannot write the commit-graph of the mirror of {url} at {}", .dir.display())]
+    CommitGraph {
+        url: String,
+        dir: PathBuf,
+        #[source]
+        source: Source,
+    },
     #[error("branch {branch} does not exist in {url}")]
     NoBranch { url: String, branch: String },
     #[error("{rev} is not a commit of {url}")]
@@ -98,7 +105,9 @@ pub struct CommitInfo {
 #[derive(Debug)]
 pub struct Mirror {
     url: String,
-    repo: gix::ThreadSafeRepository,
+    dir: PathBuf,
+    /// Opened again after every fetch (see [`Mirror::fetch`]).
+    repo: std::sync::RwLock<gix::ThreadSafeRepository>,
     timeout: Duration,
 }
 
@@ -119,7 +128,8 @@ impl Mirror {
         };
         Ok(Mirror {
             url: url.to_owned(),
-            repo: repo.into_sync(),
+            dir: repo.git_dir().to_owned(),
+            repo: std::sync::RwLock::new(repo.into_sync()),
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -137,13 +147,26 @@ impl Mirror {
         &self.url
     }
 
+    /// A handle on the repository for this thread.
+    fn local(&self) -> gix::Repository {
+        match self.repo.read() {
+            Ok(repo) => repo.to_thread_local(),
+            Err(poisoned) => poisoned.into_inner().to_thread_local(),
+        }
+    }
+
+    /// The mirror's directory (a bare repository).
+    pub fn git_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     /// Fetches every branch. Returns whether anything changed.
     pub fn fetch(&self, credentials: Option<&Credentials>) -> Result<bool, GitError> {
         let fetch_err = |source: Source| GitError::Fetch {
             url: self.url.clone(),
             source,
         };
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let remote = repo
             .remote_at(self.url.as_str())
             .map_err(|e| fetch_err(e.into()))?
@@ -174,10 +197,37 @@ impl Mirror {
             .map_err(|e| fetch_err(e.into()))?
             .receive(gix::progress::Discard, &AtomicBool::new(false))
             .map_err(|e| fetch_err(e.into()))?;
-        Ok(!matches!(
+        let changed = !matches!(
             outcome.status,
             gix::remote::fetch::Status::NoPackReceived { .. }
-        ))
+        );
+        if changed || !crate::commit_graph::path(repo.git_dir()).is_file() {
+            self.update_commit_graph()?;
+        }
+        // A fresh handle after every fetch: a new pack is seen at once, and the pack pages that
+        // queries mapped in so far are unmapped once the handles in use are dropped, so resident
+        // memory does not keep every page of history that was ever read.
+        let fresh = gix::open_opts(&self.dir, gix::open::Options::isolated())
+            .map_err(|e| fetch_err(e.into()))?;
+        if let Ok(mut repo) = self.repo.write() {
+            *repo = fresh.into_sync();
+        }
+        Ok(changed)
+    }
+
+    /// Adds the commits the mirror's commit-graph file lacks (see [`crate::commit_graph`]).
+    /// Done with a repository handle of its own, so the pack pages it reads are unmapped again
+    /// instead of staying in this mirror's resident memory.
+    pub fn update_commit_graph(&self) -> Result<usize, GitError> {
+        let dir = self.git_dir();
+        let graph_err = |source: Source| GitError::CommitGraph {
+            url: self.url.clone(),
+            dir: dir.clone(),
+            source,
+        };
+        let repo = gix::open_opts(&dir, gix::open::Options::isolated())
+            .map_err(|e| graph_err(e.into()))?;
+        crate::commit_graph::update(&repo).map_err(graph_err)
     }
 
     /// The HTTP options the repository's configuration gives for this remote, with the timeout
@@ -206,7 +256,7 @@ impl Mirror {
 
     /// The commit the branch points at, as last fetched.
     pub fn branch_head(&self, branch: &str) -> Result<ObjectId, GitError> {
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let name = format!("refs/remotes/origin/{branch}");
         let mut reference = repo
             .find_reference(name.as_str())
@@ -229,7 +279,7 @@ impl Mirror {
         if rev.len() < 4 || !rev.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(unknown());
         }
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let id = repo.rev_parse_single(rev).map_err(|_| unknown())?;
         let object = id.object().map_err(|_| unknown())?;
         if object.kind != gix::object::Kind::Commit {
@@ -243,7 +293,7 @@ impl Mirror {
         if commit == head {
             return Ok(true);
         }
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         match repo.merge_base(commit, head) {
             Ok(Some(base)) => Ok(base.detach() == commit),
             Ok(None) => Ok(false),
@@ -267,12 +317,12 @@ impl Mirror {
 
     /// Every file below `path` ("." for the whole tree) at `commit`, in path order.
     pub fn files(&self, commit: ObjectId, path: &str) -> Result<Vec<File>, GitError> {
-        files_at(&self.repo.to_thread_local(), &self.url, commit, path)
+        files_at(&self.local(), &self.url, commit, path)
     }
 
     /// The contents of the file at `path` at `commit`, or `None` when there is no such file.
     pub fn file(&self, commit: ObjectId, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let read_err = |e: Source| self.read_err(&commit.to_string(), e);
         let tree = repo
             .find_commit(commit)
@@ -292,7 +342,7 @@ impl Mirror {
 
     /// Every fetched branch and its head.
     pub fn branches(&self) -> Result<Vec<(String, ObjectId)>, GitError> {
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let read_err = |e: Source| self.read_err("refs", e);
         let refs = repo.references().map_err(|e| read_err(e.into()))?;
         let mut branches = Vec::new();
@@ -312,7 +362,7 @@ impl Mirror {
 
     /// Summary, author and time of a commit.
     pub fn commit_info(&self, commit: ObjectId) -> Result<CommitInfo, GitError> {
-        let repo = self.repo.to_thread_local();
+        let repo = self.local();
         let read_err = |e: Source| self.read_err(&commit.to_string(), e);
         let c = repo.find_commit(commit).map_err(|e| read_err(e.into()))?;
         let author = c.author().map_err(|e| read_err(e.into()))?;

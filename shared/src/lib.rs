@@ -8,6 +8,7 @@ pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod canary;
+pub mod commit_graph;
 pub mod credentials;
 pub mod git;
 pub mod manifest;
