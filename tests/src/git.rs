@@ -87,6 +87,7 @@ pub struct HttpRemote {
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     addr: std::net::SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
     ca: Option<(tempfile::TempDir, PathBuf)>,
@@ -137,13 +138,15 @@ impl Repo {
         let addr = listener.local_addr().expect("bound address");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (stopped, stalling) = (stop.clone(), stalled.clone());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stopped, stalling, accepted) = (stop.clone(), stalled.clone(), connections.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if stalling.load(std::sync::atomic::Ordering::SeqCst) {
                     // A hanging server: the connection is accepted and never answered, until
                     // the stall ends or the client gives up.
@@ -190,6 +193,7 @@ impl Repo {
             url: format!("{scheme}://{addr}/{name}"),
             stop,
             stalled,
+            connections,
             addr,
             thread: Some(thread),
             ca: None,
@@ -207,6 +211,11 @@ impl HttpRemote {
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled
             .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many connections the remote has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The PEM file of the CA that signed an HTTPS remote's certificate.
