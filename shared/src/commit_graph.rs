@@ -150,7 +150,10 @@ fn write(file: &Path, graph: &HashMap<ObjectId, Entry>) -> Result<(), Error> {
         .parent()
         .ok_or("the commit-graph file has no directory")?;
     std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!("commit-graph.{}.tmp", std::process::id()));
+    // Unique per writer, so two updates at once never write into one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = dir.join(format!("commit-graph.{}.{n}.tmp", std::process::id()));
     let written = std::fs::File::create(&temporary).and_then(|mut out| {
         out.write_all(&bytes)?;
         out.sync_all()
