@@ -45,8 +45,15 @@ pub fn path(git_dir: &Path) -> PathBuf {
 /// Returns how many were added (0: the file was already complete and is left as it is).
 pub fn update(repo: &gix::Repository) -> Result<usize, Error> {
     let file = path(repo.git_dir());
-    let mut graph = read(&file)?;
-    let known = graph.len();
+    // A file that cannot be read (cut short by a full disk, say) is written anew.
+    let (mut graph, known) = match read(&file) {
+        Ok(graph) => {
+            let known = graph.len();
+            (graph, known)
+        }
+        Err(_) => (HashMap::new(), 0),
+    };
+    let rebuild = known == 0 && file.exists();
     let mut tips = Vec::new();
     for reference in repo.references()?.all()? {
         let mut reference = reference?;
@@ -56,7 +63,7 @@ pub fn update(repo: &gix::Repository) -> Result<usize, Error> {
     }
     add_reachable(repo, &mut graph, tips)?;
     let added = graph.len() - known;
-    if added > 0 {
+    if added > 0 || rebuild {
         write(&file, &graph)?;
     }
     Ok(added)
@@ -257,20 +264,27 @@ mod tests {
 
     /// `git` in `dir`, isolated from the user's configuration; its output.
     fn git(dir: &std::path::Path, args: &[&str]) -> String {
-        let out = Command::new("git")
+        git_at(dir, args, None)
+    }
+
+    /// `git`, with author and committer dates at `time` (seconds) when given.
+    fn git_at(dir: &std::path::Path, args: &[&str], time: Option<i64>) -> String {
+        let mut command = Command::new("git");
+        command
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args([
-                "-c",
-                "init.defaultBranch=main",
-                "-c",
-                "commit.gpgSign=false",
-            ])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(["-c", "commit.gpgSign=false"])
             .args(args)
             .current_dir(dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .expect("git runs");
+            .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        if let Some(time) = time {
+            let date = format!("{time} +0000");
+            command
+                .env("GIT_AUTHOR_DATE", &date)
+                .env("GIT_COMMITTER_DATE", &date);
+        }
+        let out = command.output().expect("git runs");
         assert!(
             out.status.success(),
             "git {args:?}: {}",
@@ -282,22 +296,7 @@ mod tests {
     fn commit(dir: &std::path::Path, name: &str, time: i64) -> String {
         std::fs::write(dir.join(name), name).expect("write");
         git(dir, &["add", name]);
-        let date = format!("{time} +0000");
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(["-c", "commit.gpgSign=false", "commit", "-q", "-m", name])
-            .env("GIT_AUTHOR_DATE", &date)
-            .env("GIT_COMMITTER_DATE", &date)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        git_at(dir, &["commit", "-q", "-m", name], Some(time));
         git(dir, &["rev-parse", "HEAD"])
     }
 
@@ -355,6 +354,22 @@ mod tests {
         for (id, entry) in &graph {
             assert_eq!(grown.get(id), Some(entry), "{id}");
         }
+    }
+
+    #[test]
+    fn a_damaged_graph_file_is_written_anew() {
+        let remote = tempfile::tempdir().expect("a directory");
+        history(remote.path());
+        let cache = tempfile::tempdir().expect("a directory");
+        let url = format!("file://{}", remote.path().display());
+        let mirror = Mirror::open(&url, cache.path()).expect("the mirror opens");
+        mirror.fetch(None).expect("the fetch succeeds");
+        let file = super::path(&mirror.git_dir());
+        let whole = std::fs::read(&file).expect("the graph file");
+        std::fs::write(&file, &whole[..whole.len() / 2]).expect("cut the file short");
+        assert!(mirror.update_commit_graph().expect("an update") > 0);
+        git(&mirror.git_dir(), &["commit-graph", "verify"]);
+        assert_eq!(std::fs::read(&file).expect("the graph file"), whole);
     }
 
     #[test]
