@@ -202,7 +202,7 @@ fn main() {
     let _ = std::fs::write(
         &out,
         serde_json::to_string_pretty(&json!({
-            "machine": machine(),
+            "machine": e2e::machine(),
             "target_allow_per_core": 5000,
             "results": json_rows
         }))
@@ -219,17 +219,6 @@ async fn decode_encode(body: axum::body::Bytes) -> axum::Json<Value> {
     verdict.allowed = true;
     verdict.reason = shared::admission::Reason::Traceable;
     axum::Json(shared::admission::response(&request.uid, &verdict))
-}
-
-/// CPU model and count, for the figures.
-fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default();
-    json!({"cpu": model, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
 }
 
 struct Run {

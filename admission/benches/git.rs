@@ -192,7 +192,7 @@ fn main() {
     let _ = std::fs::write(
         &out,
         serde_json::to_string_pretty(&json!({
-            "machine": machine(),
+            "machine": e2e::machine(),
             "repository": {
                 "main_commits": MAIN_COMMITS, "side_commits": SIDE_COMMITS, "fork_at": FORK_AT,
                 "files": APPS * FILES_PER_APP, "apps": APPS, "files_per_app": FILES_PER_APP,
@@ -438,91 +438,42 @@ fn files(report: &mut Report, ids: &Ids, url: &str, mirrors: &Path, cli: &Path) 
         assert!(out.starts_with(b"apiVersion"));
     }));
     let git_ref = Some(("git show COMMIT:PATH", git_stats));
-    let expect = |found: &[manifest::Manifest], path: &str| {
+    let through = |view: &View, i: usize| {
+        let (at, path) = &lookups[i];
+        let found = view
+            .manifests(&app, ids.id(*at), path)
+            .expect("the file loads");
         assert!(!found.is_empty(), "{path} has manifests");
     };
-    let cold = sample(COLD, |i| {
-        let view = view(mirrors);
-        let (at, path) = &lookups[i];
-        expect(
-            &view
-                .manifests(&app, ids.id(*at), path)
-                .expect("the file loads"),
-            path,
-        );
-    });
-    report.row(
-        "file",
-        "Repo::file (webhook) cold: new Repos, first query",
-        stats(&cold),
-        git_ref,
-        None,
-    );
+    let cold = sample(COLD, |i| through(&view(mirrors), i));
     let view = view(mirrors);
-    let uncached = sample(WARM, |i| {
-        let (at, path) = &lookups[i];
-        expect(
-            &view
-                .manifests(&app, ids.id(*at), path)
-                .expect("the file loads"),
-            path,
-        );
-    });
-    report.row(
-        "file",
-        "Repo::file (webhook) uncached: read + parse",
-        stats(&uncached),
-        git_ref,
-        None,
-    );
-    let cached = sample(WARM, |i| {
-        let (at, path) = &lookups[i];
-        expect(
-            &view
-                .manifests(&app, ids.id(*at), path)
-                .expect("the file loads"),
-            path,
-        );
-    });
-    report.row(
-        "file",
-        "Repo::file (webhook) warm: cached manifests",
-        stats(&cached),
-        git_ref,
-        None,
-    );
+    let uncached = sample(WARM, |i| through(&view, i));
+    let cached = sample(WARM, |i| through(&view, i));
     let mirror = Mirror::open(url, mirrors).expect("the mirror opens");
-    let raw = sample(WARM, |i| {
+    let read = |i: usize| {
         let (at, path) = &lookups[i];
         let bytes = mirror
             .file(ids.oid(*at), path)
             .expect("readable")
             .expect("the file exists");
         assert!(bytes.starts_with(b"apiVersion"));
-    });
-    report.row(
-        "file",
-        "Mirror::file (bytes, as git show)",
-        stats(&raw),
-        git_ref,
-        None,
-    );
+        (path, bytes)
+    };
+    let raw = sample(WARM, |i| drop(read(i)));
     let parsed = sample(WARM, |i| {
-        let (at, path) = &lookups[i];
-        let bytes = mirror
-            .file(ids.oid(*at), path)
-            .expect("readable")
-            .expect("the file exists");
+        let (path, bytes) = read(i);
         let manifests = manifest::load([(path.as_str(), bytes.as_slice())]).expect("loads");
-        expect(&manifests, path);
+        assert!(!manifests.is_empty(), "{path} has manifests");
     });
-    report.row(
-        "file",
-        "Mirror::file + manifest::load",
-        stats(&parsed),
-        git_ref,
-        None,
-    );
+    for (how, samples) in [
+        ("Repo::file (webhook) cold: new Repos, first query", cold),
+        ("Repo::file (webhook) uncached: read + parse", uncached),
+        ("Repo::file (webhook) warm: cached manifests", cached),
+        ("Mirror::file (bytes, as git show)", raw),
+        ("Mirror::file + manifest::load", parsed),
+    ] {
+        report.row("file", how, stats(&samples), git_ref, None);
+    }
     report.git_row(
         "file",
         "git show COMMIT:PATH, one process per query",
@@ -578,18 +529,17 @@ fn trees(report: &mut Report, ids: &Ids, url: &str, mirrors: &Path, cli: &Path) 
     }));
     let git_ref = Some(("git ls-tree -r + cat-file --batch", git_stats));
     let mirror = Mirror::open(url, mirrors).expect("the mirror opens");
-    let raw = sample(UNCACHED, |i| {
+    let read = |i: usize| {
         let (at, app) = lookups[i];
         let files = mirror
             .files(ids.oid(at), &format!("apps/svc-{app:04}"))
             .expect("the tree reads");
         assert_eq!(files.len(), FILES_PER_APP);
-    });
+        (app, files)
+    };
+    let raw = sample(UNCACHED, |i| drop(read(i)));
     let parsed = sample(UNCACHED, |i| {
-        let (at, app) = lookups[i];
-        let files = mirror
-            .files(ids.oid(at), &format!("apps/svc-{app:04}"))
-            .expect("the tree reads");
+        let (app, files) = read(i);
         let manifests = manifest::load(
             files
                 .iter()
@@ -598,64 +548,37 @@ fn trees(report: &mut Report, ids: &Ids, url: &str, mirrors: &Path, cli: &Path) 
         .expect("loads");
         assert_eq!(manifests.len(), documents(app));
     });
-    let cold = sample(COLD, |i| {
-        let view = view(mirrors);
-        let manifests = view
-            .head_manifests(&self::app(url, i))
-            .expect("the tree loads");
-        assert_eq!(manifests.len(), documents(i));
-    });
-    report.row(
-        "tree",
-        "Repo::tree (webhook) cold: new Repos, first query (head)",
-        stats(&cold),
-        git_ref,
-        None,
-    );
+    let at_head = |view: &View, app: &App, k: usize| {
+        let manifests = view.head_manifests(app).expect("the tree loads");
+        assert_eq!(manifests.len(), documents(k));
+    };
+    let cold = sample(COLD, |i| at_head(&view(mirrors), &self::app(url, i), i));
     let view = view(mirrors);
     let apps: Vec<App> = (0..APPS).map(|k| app(url, k)).collect();
-    let uncached = sample(APPS, |k| {
-        let manifests = view.head_manifests(&apps[k]).expect("the tree loads");
-        assert_eq!(manifests.len(), documents(k));
-    });
-    report.row(
-        "tree",
-        "Repo::tree (webhook) uncached: read + parse (head)",
-        stats(&uncached),
-        git_ref,
-        None,
-    );
+    let uncached = sample(APPS, |k| at_head(&view, &apps[k], k));
     let view = self::view(mirrors);
     for app in &apps[..CACHED_TREES] {
         view.head_manifests(app).expect("the tree loads");
     }
     let cached = sample(WARM, |i| {
-        let manifests = view
-            .head_manifests(&apps[i % CACHED_TREES])
-            .expect("the tree loads");
-        assert_eq!(manifests.len(), documents(i % CACHED_TREES));
+        let k = i % CACHED_TREES;
+        at_head(&view, &apps[k], k);
     });
-    report.row(
-        "tree",
-        "Repo::tree (webhook) warm: cached manifests (head)",
-        stats(&cached),
-        git_ref,
-        None,
-    );
-    report.row(
-        "tree",
-        "Mirror::files (bytes) at random commits",
-        stats(&raw),
-        git_ref,
-        None,
-    );
-    report.row(
-        "tree",
-        "Mirror::files + manifest::load at random commits",
-        stats(&parsed),
-        git_ref,
-        None,
-    );
+    for (how, samples) in [
+        (
+            "Repo::tree (webhook) cold: new Repos, first query (head)",
+            cold,
+        ),
+        (
+            "Repo::tree (webhook) uncached: read + parse (head)",
+            uncached,
+        ),
+        ("Repo::tree (webhook) warm: cached manifests (head)", cached),
+        ("Mirror::files (bytes) at random commits", raw),
+        ("Mirror::files + manifest::load at random commits", parsed),
+    ] {
+        report.row("tree", how, stats(&samples), git_ref, None);
+    }
     report.git_row(
         "tree",
         "git ls-tree -r + git cat-file --batch (2 processes)",
@@ -1411,15 +1334,4 @@ impl Report {
             eprintln!("{line}");
         }
     }
-}
-
-/// CPU model and count, for the figures.
-fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default();
-    json!({"cpu": model, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
 }

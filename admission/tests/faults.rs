@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Webhook, assert_refused, edit, records};
+use common::{Webhook, assert_refused, edit, fetched_fine, records};
 use e2e::git::Repo;
 use e2e::gitops::{Agent, Gitops, app_status, config_map};
 use e2e::{TestNamespace, cluster, wait};
@@ -95,19 +95,11 @@ fn without_its_git_remote_the_webhook_decides_from_its_mirror_and_says_so() {
     let failures_before = webhook.metric("kubectl_gitops_admission_fetch_failures_total");
     drop(remote);
 
-    wait::until(
+    webhook.wait_for_repository(
         "a failed fetch shows in readiness",
+        &url,
         Duration::from_secs(30),
-        || {
-            let (code, body) = webhook.get("/readyz");
-            if code == 200
-                && line_of(&body, &url).contains("last fetch failed, deciding from the mirror")
-            {
-                Ok(())
-            } else {
-                Err(format!("{code}: {body}"))
-            }
-        },
+        |line| line.contains("last fetch failed, deciding from the mirror"),
     );
     assert!(webhook.metric("kubectl_gitops_admission_fetch_failures_total") > failures_before);
     // Decisions go on from what the mirror holds.
@@ -165,17 +157,11 @@ fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force(
     );
     assert_eq!(app_status(&ns.name, "web")["lastSyncedCommit"], first);
     // The webhook's fetches give up too; it stays ready and says it decides from its mirror.
-    wait::until(
+    webhook.wait_for_repository(
         "the webhook reports the hanging remote",
+        &url,
         Duration::from_secs(20),
-        || {
-            let (code, body) = webhook.get("/readyz");
-            if code == 200 && line_of(&body, &url).contains("last fetch failed") {
-                Ok(())
-            } else {
-                Err(format!("{code}: {body}"))
-            }
-        },
+        |line| line.contains("last fetch failed"),
     );
     assert!(webhook.metric("kubectl_gitops_admission_fetch_failures_total") > failures_before);
     // Writes are decided from the mirror without waiting for the remote: drift is refused as
@@ -226,18 +212,11 @@ fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force(
         },
     );
     assert_eq!(app_status(&ns.name, "web")["lastSyncedCommit"], second);
-    wait::until(
+    webhook.wait_for_repository(
         "the webhook's mirror is fresh again",
+        &url,
         Duration::from_secs(30),
-        || {
-            let (code, body) = webhook.get("/readyz");
-            let line = line_of(&body, &url);
-            if code == 200 && line.contains(" ago") && !line.contains("last fetch failed") {
-                Ok(())
-            } else {
-                Err(format!("{code}: {body}"))
-            }
-        },
+        fetched_fine,
     );
     let log = agent.terminate();
     assert!(log.contains("failed (will retry)"), "{log}");
@@ -247,14 +226,6 @@ fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force(
         .map(|r| r["spec"]["reason"].clone())
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-}
-
-/// The line of the webhook's readiness report about the repository at `url`.
-fn line_of<'a>(report: &'a str, url: &str) -> &'a str {
-    report
-        .lines()
-        .find(|l| l.starts_with(&format!("{url}:")))
-        .unwrap_or_default()
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Webhook, assert_refused, edit, records};
+use common::{Webhook, assert_refused, edit, fetched_fine, records};
 use e2e::git::Repo;
 use e2e::gitops::{Agent, Gitops, app_status, config_map};
 use e2e::{TestNamespace, cluster, wait};
@@ -84,25 +84,11 @@ fn the_agent_and_the_webhook_ride_out_an_apiserver_restart() {
     other.write("settings.yaml", &config_map("other", "1"));
     other.commit("other");
     gitops.ok(&["app", "add", "other", "--repo", &other.url()]);
-    wait::until(
+    webhook.wait_for_repository(
         "the webhook fetches the repository of an app added after the restart",
+        &other.url(),
         Duration::from_secs(30),
-        || {
-            let (code, report) = webhook.get("/readyz");
-            let line = report
-                .lines()
-                .find(|l| l.starts_with(&format!("{}:", other.url())))
-                .unwrap_or_default();
-            if code == 200
-                && line.contains("fetched ")
-                && !line.contains("not fetched")
-                && !line.contains("failed")
-            {
-                Ok(())
-            } else {
-                Err(format!("{code}: {report}"))
-            }
-        },
+        fetched_fine,
     );
 
     let log = agent.terminate();

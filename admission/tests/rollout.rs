@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Webhook, assert_refused, records};
 use e2e::git::Repo;
-use e2e::gitops::{Agent, Gitops, Run};
+use e2e::gitops::{Agent, Gitops, Run, app_status};
 use e2e::prometheus::{Exporter, HttpCheck, Prometheus};
 use e2e::{TestNamespace, cluster, wait};
 use serde_json::Value;
@@ -264,6 +264,16 @@ fn a_canary_goes_through_a_promotion_a_timed_pause_and_analysis_to_every_replica
         listed.contains("web") && listed.contains("Paused"),
         "{listed}"
     );
+    // Across namespaces, each row says where.
+    let everywhere = s.gitops.ok(&["rollout", "list", "-A"]);
+    assert!(everywhere.starts_with("NAMESPACE"), "{everywhere}");
+    assert!(
+        everywhere.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.starts_with(&[s.gitops.namespace.as_str(), "web", "web", "Paused"])
+        }),
+        "{everywhere}"
+    );
 
     // `resume` only lifts a person's pause; a pause step waits for `promote`.
     s.rollout(&["resume", "web"])
@@ -357,6 +367,26 @@ fn a_canary_that_never_gets_ready_aborts_to_stable_and_undo_reverts_it_through_g
     let health: Value =
         serde_json::from_str(&s.gitops.ok(&["status", "web", "-o", "json"])).expect("JSON");
     assert_eq!(health["sync"], "Synced", "{health:#}");
+    // A sync of the same commit leaves the rollout aborted, every replica on stable, and the
+    // app's health says the rollout was aborted.
+    s.gitops.ok(&["sync", "web"]);
+    s.wait_all_on_stable(Some("registry.local/web:1"));
+    let app = app_status(&s.ns.name, "web");
+    assert_eq!(app["health"], "Degraded", "{app:#}");
+    let ready = app["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ready["status"], "False", "{app:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Canary/") && m.contains("/web: rollout aborted")),
+        "{app:#}"
+    );
 
     // Undo: a revert commit on a new branch of the repository, pushed for review.
     let clone = tempfile::tempdir().expect("a directory");

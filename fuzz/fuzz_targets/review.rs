@@ -14,103 +14,30 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use shared::admission::{self, AdmissionReview, Knowledge, Lookup, Policy, Scope};
-use shared::app::{App, AppSpec, AppStatus, Enforcement};
+use shared::admission::fixture::{self, History};
+use shared::admission::{self, AdmissionReview, Policy, Scope};
+use shared::app::{App, AppStatus, Enforcement};
 use shared::canary::{Canary, CanarySpec, CanaryStatus, Phase};
 use shared::manifest::Manifest;
 
-/// `web.yaml` at commit c1 and at c2 (c1 ← c2 on main): a ConfigMap and a Deployment.
-const C1: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {tier: web, app: web}\ndata: {value: '1'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:1'}]\n";
-const C2: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata: {value: '2'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:2'}]\n";
-
+/// App `shop/web` with the decision's in-memory history (`shared::admission::fixture`: commits
+/// c1 ← c2 on main, a ConfigMap and a Deployment in `web.yaml`), loaded once, and the strategy
+/// of a Canary of Deployment `web`.
 struct Fixture {
     app: App,
     files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
     strategy: CanarySpec,
 }
 
-static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let load = |yaml: &str| {
-        Arc::new(shared::manifest::load([("web.yaml", yaml.as_bytes())]).expect("fixture loads"))
-    };
-    let mut app = App::new(
-        "web",
-        AppSpec {
-            repo_url: "https://git.example/shop.git".into(),
-            branch: "main".into(),
-            path: ".".into(),
-            destination_namespace: None,
-            prune: false,
-            interval_seconds: 180,
-            enforcement: Enforcement::Enforce,
-            credentials_secret: None,
-        },
-    );
-    app.metadata.namespace = Some("shop".into());
-    let strategy = serde_json::from_value(serde_json::json!({
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| Fixture {
+    app: fixture::app(Enforcement::Enforce),
+    files: fixture::files(),
+    strategy: serde_json::from_value(serde_json::json!({
         "target": "web",
         "steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]
     }))
-    .expect("fixture strategy");
-    Fixture {
-        app,
-        files: HashMap::from([
-            (("c1", "web.yaml"), load(C1)),
-            (("c2", "web.yaml"), load(C2)),
-        ]),
-        strategy,
-    }
+    .expect("fixture strategy"),
 });
-
-/// App `shop/web` with the history above, and maybe a live Canary of Deployment `web`.
-struct History {
-    app: Arc<App>,
-    rollout: Option<Arc<Canary>>,
-}
-
-impl Knowledge for History {
-    fn app(&self, key: &str) -> Option<Arc<App>> {
-        (key == "shop/web").then(|| self.app.clone())
-    }
-    fn has_commit(&self, _: &App, commit: &str) -> Lookup<bool> {
-        Ok(matches!(commit, "c1" | "c2"))
-    }
-    fn is_ancestor(&self, _: &App, ancestor: &str, descendant: &str) -> Lookup<bool> {
-        if !matches!(ancestor, "c1" | "c2") || !matches!(descendant, "c1" | "c2") {
-            return Err(format!("{ancestor} or {descendant} is not in the mirror"));
-        }
-        Ok(ancestor == descendant || (ancestor, descendant) == ("c1", "c2"))
-    }
-    fn branch_head(&self, _: &App) -> Lookup<String> {
-        Ok("c2".into())
-    }
-    fn branches_with(&self, _: &App, commit: &str) -> Vec<String> {
-        if matches!(commit, "c1" | "c2") {
-            vec!["main".into()]
-        } else {
-            Vec::new()
-        }
-    }
-    fn manifests(&self, _: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
-        if !matches!(commit, "c1" | "c2") {
-            return Err(format!("commit {commit} is not in the mirror"));
-        }
-        Ok(FIXTURE
-            .files
-            .iter()
-            .find(|((c, p), _)| *c == commit && *p == path)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default())
-    }
-    fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>> {
-        self.manifests(app, "c2", "web.yaml")
-    }
-    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
-        self.rollout
-            .clone()
-            .filter(|_| (namespace, target) == ("shop", "web"))
-    }
-}
 
 /// A rollout of `web` from c1 (stable) to c2 (canary) at 25 %.
 fn default_rollout() -> CanaryStatus {
@@ -154,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let history = History {
         app: Arc::new(app),
+        files: FIXTURE.files.clone(),
         rollout,
     };
 

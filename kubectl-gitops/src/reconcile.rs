@@ -137,7 +137,7 @@ pub async fn sync_app(
             pruned: count(Action::Pruned) as i32,
             message: summary.clone(),
         };
-        record(&apps, app, Some(&desired), entry, Some(health.0), handled).await?;
+        record(&apps, app, Some(&desired), entry, Some(health), handled).await?;
     }
     Ok(SyncReport {
         desired,
@@ -224,7 +224,7 @@ pub async fn record(
     app: &App,
     desired: Option<&Desired>,
     entry: SyncRecord,
-    health: Option<Health>,
+    health: Option<(Health, String)>,
     handled_request: Option<&str>,
 ) -> anyhow::Result<()> {
     let now = now();
@@ -247,15 +247,20 @@ pub async fn record(
         status.set_condition("Synced", false, "SyncFailed", &entry.message, &now);
         status.set_condition("Stalled", true, "SyncFailed", &entry.message, &now);
     }
-    if let Some(health) = health {
+    if let Some((health, _)) = &health {
         status.health = Some(health.as_str().to_owned());
     }
     let ready = succeeded && status.health.as_deref() == Some("Healthy");
+    // Not ready: the condition names the object that makes it so, and why.
+    let why = match &health {
+        Some((_, detail)) if !ready => detail.as_str(),
+        _ => "",
+    };
     status.set_condition(
         "Ready",
         ready,
         if ready { "Healthy" } else { "NotHealthy" },
-        "",
+        why,
         &now,
     );
     if let Some(request) = handled_request {

@@ -1361,23 +1361,34 @@ pub fn has_break_glass_marks(object: &Value) -> bool {
 /// Annotation keys that the decision reads; they must stay inside the project's API group.
 pub const DECISION_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
 
-#[cfg(test)]
-mod tests {
-    //! The decision alone, over an in-memory history; the suites in `admission/tests` prove it
-    //! through the real apiserver and real repositories.
-
+/// An in-memory history for the decision: app `shop/web` whose `web.yaml` declares ConfigMap
+/// `settings` and Deployment `web`, differently at commits `c1` ← `c2` on main. The decision's
+/// unit tests and the fuzz target (feature `fixture`) decide against it; the suites in
+/// `admission/tests` prove the decision through the real apiserver and real repositories.
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture {
     use std::collections::HashMap;
+    use std::sync::Arc;
 
-    use super::*;
-    use crate::app::AppSpec;
+    use super::{Knowledge, Lookup};
+    use crate::app::{App, AppSpec, Enforcement};
+    use crate::canary::Canary;
+    use crate::manifest::Manifest;
 
-    /// Commits `c1` ← `c2` on main; `web.yaml` declares ConfigMap `settings` and Deployment
-    /// `web`, differently at each commit.
-    struct History {
-        app: Arc<App>,
-        files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
-        /// The live Canary of Deployment `web`, when a test sets one.
-        rollout: Option<Arc<Canary>>,
+    pub const C1: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {tier: web, app: web}\ndata: {value: '1'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:1'}]\n";
+    pub const C2: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata: {value: '2'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:2'}]\n";
+
+    /// What the decision reads: the app, the files at each commit, and the live Canary of
+    /// Deployment `web` when one is set.
+    #[derive(Debug, Clone)]
+    pub struct History {
+        pub app: Arc<App>,
+        pub files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
+        pub rollout: Option<Arc<Canary>>,
+    }
+
+    fn known(commit: &str) -> bool {
+        matches!(commit, "c1" | "c2")
     }
 
     impl Knowledge for History {
@@ -1385,18 +1396,28 @@ mod tests {
             (key == "shop/web").then(|| self.app.clone())
         }
         fn has_commit(&self, _: &App, commit: &str) -> Lookup<bool> {
-            Ok(matches!(commit, "c1" | "c2"))
+            Ok(known(commit))
         }
         fn is_ancestor(&self, _: &App, ancestor: &str, descendant: &str) -> Lookup<bool> {
+            if !known(ancestor) || !known(descendant) {
+                return Err(format!("{ancestor} or {descendant} is not in the mirror"));
+            }
             Ok(ancestor == descendant || (ancestor, descendant) == ("c1", "c2"))
         }
         fn branch_head(&self, _: &App) -> Lookup<String> {
             Ok("c2".into())
         }
-        fn branches_with(&self, _: &App, _: &str) -> Vec<String> {
-            vec!["main".into()]
+        fn branches_with(&self, _: &App, commit: &str) -> Vec<String> {
+            if known(commit) {
+                vec!["main".into()]
+            } else {
+                Vec::new()
+            }
         }
         fn manifests(&self, _: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
+            if !known(commit) {
+                return Err(format!("commit {commit} is not in the mirror"));
+            }
             Ok(self
                 .files
                 .iter()
@@ -1414,14 +1435,13 @@ mod tests {
         }
     }
 
-    fn manifests(yaml: &str) -> Arc<Vec<Manifest>> {
+    /// `yaml` loaded as the file `web.yaml`.
+    pub fn manifests(yaml: &str) -> Arc<Vec<Manifest>> {
         Arc::new(crate::manifest::load([("web.yaml", yaml.as_bytes())]).expect("valid YAML"))
     }
 
-    const C1: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {tier: web, app: web}\ndata: {value: '1'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:1'}]\n";
-    const C2: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata: {value: '2'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: main, image: 'web:2'}]\n";
-
-    fn history(enforcement: Enforcement) -> History {
+    /// App `shop/web`, synced from `.` of main.
+    pub fn app(enforcement: Enforcement) -> App {
         let mut app = App::new(
             "web",
             AppSpec {
@@ -1436,15 +1456,33 @@ mod tests {
             },
         );
         app.metadata.namespace = Some("shop".into());
+        app
+    }
+
+    /// `web.yaml` at c1 and at c2.
+    pub fn files() -> HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>> {
+        HashMap::from([
+            (("c1", "web.yaml"), manifests(C1)),
+            (("c2", "web.yaml"), manifests(C2)),
+        ])
+    }
+
+    pub fn history(enforcement: Enforcement) -> History {
         History {
-            app: Arc::new(app),
-            files: HashMap::from([
-                (("c1", "web.yaml"), manifests(C1)),
-                (("c2", "web.yaml"), manifests(C2)),
-            ]),
+            app: Arc::new(app(enforcement)),
+            files: files(),
             rollout: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decision alone, over an in-memory history; the suites in `admission/tests` prove it
+    //! through the real apiserver and real repositories.
+
+    use super::fixture::{C1, C2, History, history, manifests};
+    use super::*;
 
     /// The live object as a sync of `commit` leaves it, with what the server adds.
     fn live(kind: &str, commit: &str) -> Value {
@@ -1715,11 +1753,7 @@ mod tests {
         let old = live("Deployment", "c2");
         // The sync of c2 again after Git gained a sidecar would carry its defaults.
         let mut with_sidecar = old.clone();
-        let mut h2 = History {
-            app: h.app.clone(),
-            files: h.files.clone(),
-            rollout: None,
-        };
+        let mut h2 = h.clone();
         let c2_sidecar = C2.replace(
             "containers: [{name: main, image: 'web:2'}]",
             "containers: [{name: main, image: 'web:2'}, {name: proxy, image: 'proxy:1', args: []}]",

@@ -727,6 +727,15 @@ mod tests {
             Ok(std::time::Duration::from_secs(120))
         );
         assert!(parse_duration("2 days").is_err());
+        assert_eq!(
+            parse_duration("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(parse_duration("45"), Ok(std::time::Duration::from_secs(45)));
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
     }
 
     #[test]

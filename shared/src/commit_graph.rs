@@ -324,14 +324,21 @@ mod tests {
         git(dir, &["checkout", "-q", "main"]);
     }
 
-    #[test]
-    fn git_verifies_the_graph_a_fetch_writes_and_each_update_adds_only_new_commits() {
+    /// A repository with [`history`], and its mirror after a first fetch (which writes the
+    /// graph): the remote's directory, the cache's, and the mirror.
+    fn fetched_history() -> (tempfile::TempDir, tempfile::TempDir, Mirror) {
         let remote = tempfile::tempdir().expect("a directory");
         history(remote.path());
         let cache = tempfile::tempdir().expect("a directory");
         let url = format!("file://{}", remote.path().display());
         let mirror = Mirror::open(&url, cache.path()).expect("the mirror opens");
         assert!(mirror.fetch(None).expect("the fetch succeeds"));
+        (remote, cache, mirror)
+    }
+
+    #[test]
+    fn git_verifies_the_graph_a_fetch_writes_and_each_update_adds_only_new_commits() {
+        let (remote, _cache, mirror) = fetched_history();
         let dir = mirror.git_dir();
         assert!(super::path(&dir).is_file());
         // Git's own check: ids, fan-out, parents (octopus edges too), root trees, commit times,
@@ -358,12 +365,7 @@ mod tests {
 
     #[test]
     fn a_damaged_graph_file_is_written_anew() {
-        let remote = tempfile::tempdir().expect("a directory");
-        history(remote.path());
-        let cache = tempfile::tempdir().expect("a directory");
-        let url = format!("file://{}", remote.path().display());
-        let mirror = Mirror::open(&url, cache.path()).expect("the mirror opens");
-        mirror.fetch(None).expect("the fetch succeeds");
+        let (_remote, _cache, mirror) = fetched_history();
         let file = super::path(&mirror.git_dir());
         let whole = std::fs::read(&file).expect("the graph file");
         std::fs::write(&file, &whole[..whole.len() / 2]).expect("cut the file short");
@@ -374,12 +376,7 @@ mod tests {
 
     #[test]
     fn ancestry_read_through_the_graph_agrees_with_git() {
-        let remote = tempfile::tempdir().expect("a directory");
-        history(remote.path());
-        let cache = tempfile::tempdir().expect("a directory");
-        let url = format!("file://{}", remote.path().display());
-        let mirror = Mirror::open(&url, cache.path()).expect("the mirror opens");
-        mirror.fetch(None).expect("the fetch succeeds");
+        let (remote, _cache, mirror) = fetched_history();
         let ids: Vec<String> = git(remote.path(), &["rev-list", "--all"])
             .lines()
             .map(str::to_owned)

@@ -28,6 +28,18 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The machine a benchmark ran on, for its JSON results: CPU model and count.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    serde_json::json!({"cpu": model, "cpus": cpus})
+}
+
 /// A tool from the project-local tools directory, or from the environment variable `var`.
 /// Missing tools fail the run: a test environment that is not there is an error, never a skip.
 pub fn tool(var: &str, name: &str, install_hint: &str) -> PathBuf {

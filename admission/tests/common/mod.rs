@@ -185,6 +185,29 @@ impl Webhook {
             .sum()
     }
 
+    /// Waits up to `timeout` until the webhook is ready and its readiness line about the
+    /// repository at `url` satisfies `holds` (see [`fetched_fine`], or "last fetch failed").
+    pub fn wait_for_repository(
+        &self,
+        what: &str,
+        url: &str,
+        timeout: Duration,
+        holds: impl Fn(&str) -> bool,
+    ) {
+        wait::until(what, timeout, || {
+            let (code, report) = self.get("/readyz");
+            let line = report
+                .lines()
+                .find(|l| l.starts_with(&format!("{url}:")))
+                .unwrap_or_default();
+            if code == 200 && holds(line) {
+                Ok(())
+            } else {
+                Err(format!("{code}: {report}"))
+            }
+        });
+    }
+
     /// Puts `namespace` under this webhook in `mode` (enforce or warn) and waits until the
     /// apiserver calls the webhook for it.
     pub fn guard(&self, namespace: &str, mode: &str) {
@@ -231,6 +254,11 @@ impl Drop for Webhook {
             let _ = child.wait();
         }
     }
+}
+
+/// A readiness line of a repository this process fetched, and whose last fetch succeeded.
+pub fn fetched_fine(line: &str) -> bool {
+    line.contains("fetched ") && line.contains(" ago") && !line.contains("failed")
 }
 
 /// `kubectl patch` of the ConfigMap `settings` in `ns`, setting `data.value` by hand.

@@ -41,24 +41,8 @@ pub struct SyncArgs {
     pub timeout: Duration,
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
-    };
-    n.checked_mul(scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long a duration"))
-}
+/// Durations of flags (`--timeout`, `--poll`, `--git-timeout`) read as a Canary's do.
+pub use shared::canary::parse_duration;
 
 pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyhow::Result<Code> {
     let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -140,18 +124,4 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
         }
     }
     Ok(Code::Success)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_kubectl_timeouts() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("5 minutes").is_err());
-    }
 }
