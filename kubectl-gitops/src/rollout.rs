@@ -492,6 +492,18 @@ pub async fn advance(client: &Client, strategy: &Canary) -> anyhow::Result<Advan
         return Ok(done);
     }
     let target = spec.target.clone();
+    // The sync that starts (or restarts) a rollout writes its status before it applies the
+    // target: until the target carries the canary's commit, its replicas are that sync's to set.
+    // Moving a step on meanwhile would scale the previous template as the canary, and make the
+    // sync's own write of the target one the webhook cannot explain.
+    let applied = deployments(client, &namespace)
+        .get_opt(&target)
+        .await?
+        .and_then(|d| d.metadata.annotations)
+        .and_then(|a| a.get(shared::provenance::COMMIT_ANNOTATION).cloned());
+    if applied.is_none() || applied != status.canary_commit {
+        return Ok(done);
+    }
     let total = status.replicas.unwrap_or(1);
     // At most one step per kind of wait: each loop either moves on or returns.
     for _ in 0..=spec.steps.len() + 1 {
