@@ -25,7 +25,8 @@ use kube::runtime::{reflector, watcher};
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use shared::admission::Policy;
-use shared::app::{App, AppSpec, Enforcement};
+use shared::app::{App, AppSpec};
+use shared::project::{Project, ProjectSpec, SourceRule};
 
 /// Streams in flight for the throughput runs.
 const CONCURRENCY: usize = 64;
@@ -66,9 +67,12 @@ fn main() {
     );
     let (store, mut writer) = reflector::store::<App>();
     writer.apply_watcher_event(&watcher::Event::Apply(app(&repo_url)));
+    let (projects, mut project_writer) = reflector::store::<Project>();
+    project_writer.apply_watcher_event(&watcher::Event::Apply(project()));
     let webhook = Arc::new(Webhook {
         view: View {
             apps: store,
+            projects,
             repos,
             fresh: Arc::default(),
             canaries: kube::runtime::reflector::store::<shared::canary::Canary>().0,
@@ -363,14 +367,30 @@ fn app(repo_url: &str) -> App {
             branch: "main".into(),
             path: "app".into(),
             destination_namespace: None,
+            project: "shop".into(),
             prune: false,
             interval_seconds: 180,
-            enforcement: Enforcement::Enforce,
-            credentials_secret: None,
         },
     );
     app.metadata.namespace = Some("shop".into());
     app
+}
+
+/// The project that lets the app sync its file:// repository into namespace shop.
+fn project() -> Project {
+    let mut project = Project::new(
+        "shop",
+        ProjectSpec {
+            sources: vec![SourceRule {
+                repo: "file:///*".into(),
+                branches: Vec::new(),
+            }],
+            destinations: vec!["shop".into()],
+            ..ProjectSpec::default()
+        },
+    );
+    project.metadata.name = Some("shop".into());
+    project
 }
 
 /// An update of the synced ConfigMap that sets `value`: "1" is Git's (allowed), anything else
@@ -381,7 +401,7 @@ fn review(commit: &str, value: &str) -> Bytes {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {
                 "name": "settings", "namespace": "shop", "uid": "6a1c", "resourceVersion": "41",
-                "labels": {"app": "web"},
+                "labels": {"app": "web", "gitops.kubectl-gitops.dev/managed": "true"},
                 "annotations": {
                     "gitops.kubectl-gitops.dev/commit": commit,
                     "gitops.kubectl-gitops.dev/app": "shop/web",

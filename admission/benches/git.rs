@@ -1127,6 +1127,7 @@ impl Rng {
 fn view(cache: &Path) -> View {
     View {
         apps: reflector::store::<App>().0,
+        projects: reflector::store::<shared::project::Project>().0,
         repos: Arc::new(Repos::new(
             cache.to_owned(),
             shared::git::DEFAULT_TIMEOUT,

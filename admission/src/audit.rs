@@ -70,6 +70,8 @@ impl Auditor {
             Outcome::Denied => "WriteDenied",
             Outcome::Warned => "WriteNotInGit",
             Outcome::BreakGlass => "BreakGlass",
+            Outcome::Admitted => "ConnectionRecorded",
+            Outcome::Reverted => "ConfigurationRestored",
         };
         let mut note = verdict.message.clone();
         if note.len() > 1000 {
@@ -78,7 +80,7 @@ impl Auditor {
         }
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{}", request.name, short_uid(&request.uid))),
+                name: Some(format!("{}.{}", request.name(), short_uid(&request.uid))),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -93,7 +95,7 @@ impl Auditor {
                 api_version: Some(api_version(&request.kind.group, &request.kind.version)),
                 kind: Some(request.kind.kind.clone()),
                 namespace: Some(namespace.clone()),
-                name: Some(request.name.clone()),
+                name: Some(request.name().to_owned()),
                 uid,
                 ..ObjectReference::default()
             }),
@@ -152,7 +154,7 @@ pub fn build(
             resource: request.resource.resource.clone(),
             subresource: request.sub_resource.clone().filter(|s| !s.is_empty()),
             namespace: request.namespace.clone().filter(|n| !n.is_empty()),
-            name: request.name.clone(),
+            name: request.name().to_owned(),
         },
         app: verdict.app.clone(),
         claimed_commit: verdict.commit.clone(),

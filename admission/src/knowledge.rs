@@ -16,6 +16,7 @@ use shared::app::App;
 use shared::canary::Canary;
 use shared::git::{Credentials, Mirror, ObjectId};
 use shared::manifest::{self, Manifest};
+use shared::project::Project;
 
 use crate::metrics::Metrics;
 
@@ -323,10 +324,12 @@ impl Repo {
     }
 }
 
-/// The decision's view of apps and Git.
+/// The decision's view of apps, projects and Git.
 #[derive(Clone)]
 pub struct View {
     pub apps: Store<App>,
+    /// Projects (a watch): the trust root.
+    pub projects: Store<Project>,
     pub repos: Arc<Repos>,
     /// Apps read from the apiserver because the watch had not delivered them (or their newest
     /// status) yet; newer than the store while present.
@@ -401,6 +404,14 @@ impl Knowledge for View {
         }
         let (namespace, name) = key.split_once('/')?;
         self.apps.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn project(&self, name: &str) -> Option<Arc<Project>> {
+        self.projects.get(&ObjectRef::new(name))
+    }
+
+    fn projects(&self) -> Vec<Arc<Project>> {
+        self.projects.state()
     }
 
     fn has_commit(&self, app: &App, commit: &str) -> Lookup<bool> {

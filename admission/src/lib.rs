@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod guard;
 pub mod knowledge;
 pub mod log;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! parts together and maps the outcome to an exit code.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use shared::admission::Policy;
 use shared::app::App;
+use shared::project::Project;
 
 use admission::config::{self, DEFAULT_NAME, DEFAULT_NAMESPACE, Target};
 use admission::knowledge::{Repos, View};
@@ -49,6 +50,24 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:8443")]
         listen: SocketAddr,
+        /// The ValidatingWebhookConfiguration the webhook keeps as `webhook-config` prints it,
+        /// restoring it when it is deleted or altered.
+        #[arg(long, default_value = DEFAULT_NAME)]
+        webhook_config: String,
+        /// The webhook's Service (the configuration's clientConfig).
+        #[arg(long, default_value = DEFAULT_NAME)]
+        service: String,
+        /// Namespace of the webhook's Service (default: $POD_NAMESPACE, else kubectl-gitops).
+        #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+        service_namespace: String,
+        /// CA of the serving certificate, put back as the caBundle when the configuration is
+        /// restored (default: ca.crt beside --tls-cert-file, as cert-manager and `admission
+        /// certs` write it).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Do not watch and restore the configuration.
+        #[arg(long)]
+        no_guard: bool,
         #[command(flatten)]
         options: ServeOptions,
     },
@@ -205,17 +224,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::WebhookConfig { namespace, service } => {
-            let config = config::webhook_configuration(
-                DEFAULT_NAME,
-                &Target::Service {
-                    namespace: namespace.clone(),
-                    name: service,
-                },
-                None,
-                &namespace,
-                None,
-            );
-            let yaml = serde_saphyr::to_string(&config)?;
+            let yaml = config::manifest(&namespace, &service)?;
             std::io::Write::write_all(&mut std::io::stdout(), yaml.as_bytes())?;
             Ok(())
         }
@@ -226,7 +235,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             secret,
             webhook_config,
         } => {
-            let client = connect(kubeconfig.as_deref()).await?;
+            let client = connect(kubeconfig).await?;
             let names = vec![
                 format!("{service}.{namespace}.svc"),
                 format!("{service}.{namespace}.svc.cluster.local"),
@@ -257,6 +266,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve {
             tls,
             listen,
+            webhook_config,
+            service,
+            service_namespace,
+            ca_file,
+            no_guard,
             options,
         } => {
             let identity = Arc::new(
@@ -270,7 +284,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .cache_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/var/cache/kubectl-gitops"));
-            serve(listener, identity, options, cache, None).await
+            let ca_file = ca_file.or_else(|| {
+                let beside = tls.tls_cert_file.with_file_name("ca.crt");
+                beside.is_file().then_some(beside)
+            });
+            let ca = match &ca_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read the CA file {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let keep = (!no_guard).then(|| {
+                config::webhook_configuration(
+                    &webhook_config,
+                    &Target::Service {
+                        namespace: service_namespace.clone(),
+                        name: service,
+                    },
+                    ca.as_deref(),
+                    &service_namespace,
+                    None,
+                )
+            });
+            serve(listener, identity, options, cache, None, keep, Vec::new()).await
         }
         Command::Local {
             state_dir,
@@ -305,7 +342,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let address = listener.local_addr()?;
-            let client = connect(options.kubeconfig.as_deref()).await?;
+            let client = connect(options.kubeconfig.clone()).await?;
             let configuration = config::webhook_configuration(
                 &name,
                 &Target::Url(format!("https://{address}")),
@@ -317,13 +354,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .cache_dir
                 .clone()
                 .unwrap_or_else(|| state_dir.join("repos"));
+            // The identity the webhook registers with may change its configuration; so may the
+            // break-glass group.
+            let me = whoami(&client).await?;
+            let group = Some(options.break_glass_group.as_str()).filter(|g| !g.is_empty());
+            let guard = config::guard_policy(&name, &[me], group);
+            let keep = Some(configuration.clone());
             let registration = Registration {
                 client: client.clone(),
                 configuration,
+                guard,
                 unregister_on_exit,
                 exit_on_stdin_close,
             };
-            serve(listener, identity, options, cache, Some(registration)).await
+            let labels = extra.map(|(k, _)| vec![k.to_owned()]).unwrap_or_default();
+            serve(
+                listener,
+                identity,
+                options,
+                cache,
+                Some(registration),
+                keep,
+                labels,
+            )
+            .await
         }
     }
 }
@@ -333,41 +387,53 @@ fn local_names() -> Vec<String> {
     vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
 }
 
-/// A webhook outside the cluster registers itself by URL.
+/// A webhook outside the cluster registers itself by URL, with the policy that guards it.
 struct Registration {
     client: Client,
     configuration: serde_json::Value,
+    guard: [serde_json::Value; 2],
     unregister_on_exit: bool,
     exit_on_stdin_close: bool,
 }
 
-/// A client from `kubeconfig`, else in-cluster, else `$KUBECONFIG` / `~/.kube/config`.
-async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig given and none found (in-cluster or $KUBECONFIG)")?,
-    };
-    Client::try_from(config).context("cannot build the Kubernetes client")
+/// The user name the apiserver sees for this client.
+async fn whoami(client: &Client) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await
+        .context("cannot learn the webhook's own user name (SelfSubjectReview)")?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .context("the apiserver did not say who the webhook is")
 }
 
+/// A client from `kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`, else in-cluster.
+async fn connect(kubeconfig: Option<PathBuf>) -> anyhow::Result<Client> {
+    let target = shared::client::Target {
+        kubeconfig,
+        ..Default::default()
+    };
+    Ok(shared::client::connect(&target).await?.0)
+}
+
+/// Serves until stopped. `keep` is the configuration the webhook keeps (restores when deleted
+/// or altered); `namespace_labels` the labels besides the enforcement label it selects
+/// namespaces by.
 async fn serve(
     listener: tokio::net::TcpListener,
     identity: Arc<tls::Identity>,
     options: ServeOptions,
     cache_dir: PathBuf,
     registration: Option<Registration>,
+    keep: Option<serde_json::Value>,
+    namespace_labels: Vec<String>,
 ) -> anyhow::Result<()> {
     let client = match &registration {
         Some(r) => r.client.clone(),
-        None => connect(options.kubeconfig.as_deref()).await?,
+        None => connect(options.kubeconfig.clone()).await?,
     };
     let metrics = Arc::new(Metrics::default());
     let repos = Arc::new(Repos::new(
@@ -377,12 +443,14 @@ async fn serve(
     ));
     let (apps, writer) = reflector::store::<App>();
     let (canaries, canary_writer) = reflector::store::<shared::canary::Canary>();
+    let (projects, project_writer) = reflector::store::<Project>();
     let mut policy = Policy::default();
     policy
         .controller_users
         .extend(options.controller_users.iter().cloned());
     policy.break_glass_group = Some(options.break_glass_group.clone()).filter(|g| !g.is_empty());
     policy.break_glass_max = Duration::from_secs(options.break_glass_max_seconds);
+    policy.namespace_selector_labels = namespace_labels;
     let instance = options
         .identity
         .clone()
@@ -396,6 +464,7 @@ async fn serve(
     let webhook = Arc::new(Webhook {
         view: View {
             apps: apps.clone(),
+            projects: projects.clone(),
             repos: repos.clone(),
             fresh: Arc::default(),
             canaries,
@@ -432,6 +501,25 @@ async fn serve(
         }
     });
 
+    // Projects: the trust root, followed by a watch.
+    let project_watch = reflector(
+        project_writer,
+        watcher(
+            Api::<Project>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut watched = std::pin::pin!(project_watch);
+        while let Some(event) = watched.next().await {
+            if let Err(e) = event {
+                log::event("project-watch-failed", &[("error", e.to_string().into())]);
+            }
+        }
+    });
+
     // App definitions: a watch that follows every change; a repository seen for the first
     // time is fetched at once.
     let watched = reflector(
@@ -449,17 +537,20 @@ async fn serve(
             while let Some(event) = watched.next().await {
                 match event {
                     Ok(app) => {
-                        view.forget(&shared::admission::app_key(&app));
+                        view.forget(&app.key());
+                        let project =
+                            shared::admission::Knowledge::project(&view, &app.spec.project);
                         if let Ok(repo) = repos.get(&app.spec.repo_url)
                             && repo.state().last_success.is_none()
                         {
                             let repos = repos.clone();
                             let client = client.clone();
                             tokio::spawn(async move {
-                                let credentials = shared::credentials::for_app(&client, &app)
-                                    .await
-                                    .ok()
-                                    .flatten();
+                                let credentials =
+                                    shared::credentials::for_app(&client, &app, project.as_deref())
+                                        .await
+                                        .ok()
+                                        .flatten();
                                 repos
                                     .fetch(&repo, credentials, std::time::Instant::now())
                                     .await;
@@ -486,6 +577,7 @@ async fn serve(
         let apps = apps.clone();
         let repos = repos.clone();
         let client = client.clone();
+        let view = webhook.view.clone();
         let interval = Duration::from_secs(options.fetch_interval.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -502,11 +594,13 @@ async fn serve(
                         continue;
                     }
                     let (repos, client) = (repos.clone(), client.clone());
+                    let project = shared::admission::Knowledge::project(&view, &app.spec.project);
                     tokio::spawn(async move {
-                        let credentials = shared::credentials::for_app(&client, &app)
-                            .await
-                            .ok()
-                            .flatten();
+                        let credentials =
+                            shared::credentials::for_app(&client, &app, project.as_deref())
+                                .await
+                                .ok()
+                                .flatten();
                         let since = std::time::Instant::now().checked_sub(interval / 2);
                         let since = since.unwrap_or_else(std::time::Instant::now);
                         repos.fetch(&repo, credentials, since).await;
@@ -545,6 +639,7 @@ async fn serve(
     let stdin_closes = registration.as_ref().is_some_and(|r| r.exit_on_stdin_close);
     if let Some(r) = &registration {
         config::register(&r.client, &r.configuration).await?;
+        config::register_guard(&r.client, &r.guard).await?;
         eprintln!(
             "registered ValidatingWebhookConfiguration {} for https://{address}; label a namespace {}=enforce (or warn) to guard it",
             r.configuration["metadata"]["name"]
@@ -553,6 +648,18 @@ async fn serve(
             shared::admission::ENFORCEMENT_LABEL
         );
     }
+    // The configuration kept as it is: restored when deleted or altered, until the webhook
+    // stops (it must not put back a registration its owner is removing).
+    let (stop_guard, stopped) = tokio::sync::watch::channel(false);
+    let guarding = keep.map(|desired| {
+        tokio::spawn(admission::guard::keep(
+            client.clone(),
+            desired,
+            webhook.auditor.clone(),
+            metrics.clone(),
+            stopped,
+        ))
+    });
     log::event("serving", &[("address", address.to_string().into())]);
     server::serve(
         listener,
@@ -561,10 +668,15 @@ async fn serve(
         shutdown(stdin_closes),
     )
     .await;
+    let _ = stop_guard.send(true);
+    if let Some(guarding) = guarding {
+        let _ = guarding.await;
+    }
     if let Some(r) = registration.filter(|r| r.unregister_on_exit) {
         let name = r.configuration["metadata"]["name"]
             .as_str()
             .unwrap_or_default();
+        config::unregister_guard(&r.client, &r.guard).await?;
         config::unregister(&r.client, name).await?;
     }
     log::event("stopped", &[]);

@@ -24,6 +24,7 @@ pub struct Metrics {
     audit_failures: AtomicU64,
     tls_reloads: AtomicU64,
     tls_reload_failures: AtomicU64,
+    configuration_restores: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +60,10 @@ impl Metrics {
 
     pub fn audit_failed(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn configuration_restored(&self) {
+        self.configuration_restores.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn tls_reloaded(&self, ok: bool) {
@@ -147,6 +152,11 @@ impl Metrics {
                 "tls_reload_failures_total",
                 "Rotated certificate files that failed to load.",
                 &self.tls_reload_failures,
+            ),
+            (
+                "configuration_restores_total",
+                "Times the webhook's own configuration was deleted or altered and put back.",
+                &self.configuration_restores,
             ),
         ] {
             let _ = writeln!(

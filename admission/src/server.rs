@@ -88,16 +88,13 @@ async fn validate(
                 .into_response();
         }
     };
-    let scope = match scope.as_str() {
-        "enforce" => Scope::Enforce,
-        "warn" => Scope::Warn,
-        "apps" => Scope::Apps,
-        other => {
-            return bad_request(
-                &webhook,
-                format!("unknown webhook path /validate/{other}: use enforce, warn or apps"),
-            );
-        }
+    let Some(scope) = Scope::parse(&scope) else {
+        return bad_request(
+            &webhook,
+            format!(
+                "unknown webhook path /validate/{scope}: use enforce, warn, apps, cluster or namespaces"
+            ),
+        );
     };
     let review: AdmissionReview = match serde_json::from_slice(&body) {
         Ok(review) => review,
@@ -126,6 +123,7 @@ async fn validate(
         (false, _) => "denied",
         (true, Some(Outcome::BreakGlass)) => "break-glass",
         (true, Some(Outcome::Warned)) => "warned",
+        (true, Some(Outcome::Admitted)) => "admitted-recorded",
         (true, _) => "allowed",
     };
     webhook
@@ -142,7 +140,7 @@ async fn validate(
                     "namespace",
                     request.namespace.clone().unwrap_or_default().into(),
                 ),
-                ("name", request.name.as_str().into()),
+                ("name", request.name().into()),
                 ("user", request.user_info.username.as_str().into()),
                 ("verdict", verdict_label.into()),
                 ("reason", verdict.reason.as_str().into()),
@@ -206,6 +204,7 @@ impl Webhook {
             Ok(found) => found,
             Err(message) => return undecided(message, scope),
         };
+        let parent = parent.map(Arc::new);
         let mut verdict = self.decide(&request, scope, parent.clone()).await;
         if verdict.app_may_be_stale && self.refresh_app(&request).await {
             verdict = self.decide(&request, scope, parent.clone()).await;
@@ -270,7 +269,7 @@ impl Webhook {
         &self,
         request: &Arc<AdmissionRequest>,
         scope: Scope,
-        parent: Option<Value>,
+        parent: Option<Arc<(Value, Vec<String>)>>,
     ) -> Verdict {
         let now = jiff::Timestamp::now();
         tokio::task::block_in_place(|| {
@@ -279,7 +278,7 @@ impl Webhook {
                 scope,
                 &self.policy,
                 &self.view,
-                parent.as_ref(),
+                parent.as_deref().map(|(p, path)| (p, path.as_slice())),
                 now,
             )
         })
@@ -339,8 +338,9 @@ impl Webhook {
     async fn fetch_now(&self, app: &shared::app::App, since: Instant) -> Result<(), String> {
         let url = &app.spec.repo_url;
         let repo = self.view.repos.get(url)?;
+        let project = admission::Knowledge::project(&self.view, &app.spec.project);
         let credentials = match &self.client {
-            Some(client) => shared::credentials::for_app(client, app)
+            Some(client) => shared::credentials::for_app(client, app, project.as_deref())
                 .await
                 .ok()
                 .flatten(),
@@ -366,12 +366,13 @@ impl Webhook {
         }
     }
 
-    /// For the scale subresource: the review with the parent's kind, and the live parent.
+    /// For the scale subresource: the review with the parent's kind, the live parent, and
+    /// where its kind keeps the replicas (a custom resource's scale subresource says).
     async fn scale_parent(
         &self,
         request: &Arc<AdmissionRequest>,
-    ) -> Result<(Arc<AdmissionRequest>, Option<Value>), String> {
-        if request.sub_resource.as_deref() != Some("scale") {
+    ) -> Result<(Arc<AdmissionRequest>, Option<(Value, Vec<String>)>), String> {
+        if request.subresource() != Some("scale") {
             return Ok((request.clone(), None));
         }
         let Some(client) = &self.client else {
@@ -389,24 +390,63 @@ impl Webhook {
             kind: String::new(),
             plural: r.resource.clone(),
         };
-        let namespace = request.namespace.clone().unwrap_or_default();
-        let parent = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)
-            .get(&request.name)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot read {} {namespace}/{} to check its scale: {e}",
-                    r.resource, request.name
-                )
-            })?;
+        let namespace = request.namespace().unwrap_or_default().to_owned();
+        let api = if request.namespace().is_some() {
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)
+        } else {
+            Api::<DynamicObject>::all_with(client.clone(), &resource)
+        };
+        let parent = api.get(request.name()).await.map_err(|e| {
+            format!(
+                "cannot read {} {namespace}/{} to check its scale: {e}",
+                r.resource,
+                request.name()
+            )
+        })?;
         let parent = serde_json::to_value(parent).map_err(|e| e.to_string())?;
+        let path = self.replicas_path(client, r).await?;
         let mut with_kind = (**request).clone();
         if let Some(kind) = parent["kind"].as_str() {
             with_kind.kind.kind = kind.to_owned();
             with_kind.kind.group = r.group.clone();
             with_kind.kind.version = r.version.clone();
         }
-        Ok((Arc::new(with_kind), Some(parent)))
+        Ok((Arc::new(with_kind), Some((parent, path))))
+    }
+
+    /// Where a kind keeps the replicas its scale subresource sets: `spec.replicas` for the
+    /// built-in kinds, the `specReplicasPath` of a custom resource's CRD.
+    async fn replicas_path(
+        &self,
+        client: &Client,
+        r: &admission::GroupVersionResource,
+    ) -> Result<Vec<String>, String> {
+        const BUILT_IN: [&str; 3] = ["", "apps", "extensions"];
+        let default = vec!["spec".to_owned(), "replicas".to_owned()];
+        if BUILT_IN.contains(&r.group.as_str()) {
+            return Ok(default);
+        }
+        let name = format!("{}.{}", r.resource, r.group);
+        let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone());
+        let crd = match crds.get_opt(&name).await {
+            Ok(Some(crd)) => crd,
+            // An aggregated API: its scale follows the built-in convention.
+            Ok(None) => return Ok(default),
+            Err(e) => return Err(format!("cannot read CustomResourceDefinition {name}: {e}")),
+        };
+        let path = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.name == r.version)
+            .and_then(|v| v.subresources.as_ref()?.scale.as_ref())
+            .map(|s| s.spec_replicas_path.clone())
+            .unwrap_or_else(|| ".spec.replicas".to_owned());
+        Ok(path
+            .trim_start_matches('.')
+            .split('.')
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Readiness and its detail: the app definitions are loaded, and every repository they name

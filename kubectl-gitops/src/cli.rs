@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage app definitions: which repository, branch and path a namespace is synced from.
     #[command(subcommand)]
     App(cmd::app::AppCommand),
+    /// Manage projects (cluster admins): which repositories and branches may write where.
+    #[command(subcommand)]
+    Project(cmd::project::ProjectCommand),
     /// Apply what the protected branch declares, stamped with the commit it came from.
     Sync(cmd::sync::SyncArgs),
     /// Show what a sync would change, as a unified diff (exit 0 same, 1 different, 2 error).
@@ -54,7 +57,7 @@ pub enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
     Agent(cmd::agent::AgentArgs),
-    /// Print the CustomResourceDefinitions: App, Canary and AuditRecord.
+    /// Print the CustomResourceDefinitions: App, Project, Canary and AuditRecord.
     #[command(after_help = "Examples:\n  \
         kubectl gitops crd | kubectl apply -f -\n  \
         kubectl gitops crd auditrecords")]
@@ -80,6 +83,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CrdName {
     Apps,
+    Projects,
     Canaries,
     Auditrecords,
 }
@@ -101,18 +105,23 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
         }
         Command::Crd { only } => {
             let app = serde_saphyr::to_string(&shared::app::App::crd())?;
+            let project = serde_saphyr::to_string(&shared::project::Project::crd())?;
             let canary = serde_saphyr::to_string(&shared::canary::Canary::crd())?;
             let audit = serde_saphyr::to_string(&shared::audit::AuditRecord::crd())?;
             match only {
                 Some(CrdName::Apps) => write!(out, "{app}")?,
+                Some(CrdName::Projects) => write!(out, "{project}")?,
                 Some(CrdName::Canaries) => write!(out, "{canary}")?,
                 Some(CrdName::Auditrecords) => write!(out, "{audit}")?,
-                None => write!(out, "{app}---\n{canary}---\n{audit}")?,
+                None => write!(out, "{app}---\n{project}---\n{canary}---\n{audit}")?,
             }
             Ok(exit::Code::Success)
         }
         Command::Verify(args) => cmd::verify::run(args, out),
         Command::App(command) => cmd::app::run(command, &cli.kube.connect().await?, out).await,
+        Command::Project(command) => {
+            cmd::project::run(command, &cli.kube.connect().await?, out).await
+        }
         Command::Agent(args) => cmd::agent::run(args, &cli.kube).await,
         Command::Diff(args) => Ok(cmd::diff::run(args, &cli.kube, out).await),
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,

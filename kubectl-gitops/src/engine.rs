@@ -14,6 +14,7 @@ use shared::admission::{DECISION_ANNOTATIONS, has_break_glass_marks};
 use shared::app::{App, InventoryEntry};
 use shared::manifest::{self, LoadErrors, Manifest};
 use shared::normalise;
+use shared::project::Project;
 use shared::provenance::Provenance;
 
 use crate::mirror;
@@ -23,11 +24,6 @@ use crate::rollout::Overrides;
 pub const FIELD_MANAGER: &str = "kubectl-gitops";
 /// How many objects are applied at once.
 pub const CONCURRENCY: usize = 48;
-
-/// The identity of an app in provenance annotations: `namespace/name`.
-pub fn app_id(app: &App) -> String {
-    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
-}
 
 /// One object of the desired state, ready to apply.
 #[derive(Debug, Clone)]
@@ -67,21 +63,79 @@ pub struct Desired {
     pub objects: Vec<Resolved>,
 }
 
+/// The project the app names, which must exist and permit the app as it is defined.
+pub async fn project(client: &Client, app: &App) -> anyhow::Result<Project> {
+    let name = &app.spec.project;
+    let project = Api::<Project>::all(client.clone())
+        .get_opt(name)
+        .await
+        .with_context(|| format!("app {}: cannot read its project {name}", app.key()))?
+        .with_context(|| {
+            format!(
+                "app {}: project {name} does not exist (a cluster admin creates it: kubectl gitops project add {name} --repo … --destination …); nothing was changed",
+                app.key()
+            )
+        })?;
+    project.permits_app(app).with_context(|| {
+        format!(
+            "app {}: its project does not permit it; nothing was changed",
+            app.key()
+        )
+    })?;
+    Ok(project)
+}
+
+/// Refuses, before anything is applied, every object the project does not let the app write:
+/// kinds it does not allow, namespaces it does not deploy to. Every refusal is named.
+pub fn check_project(project: &Project, app: &App, objects: &[Resolved]) -> anyhow::Result<()> {
+    let refusals: Vec<String> = objects
+        .iter()
+        .filter_map(|r| {
+            let group = &r.resource.group;
+            let kind = &r.resource.kind;
+            let checked = match r.manifest.namespace().filter(|_| r.namespaced) {
+                Some(ns) => project
+                    .permits_destination(ns)
+                    .and_then(|()| project.permits_kind(group, kind, true)),
+                None => project.permits_kind(group, kind, false),
+            };
+            checked.err().map(|refusal| {
+                format!(
+                    "{} ({}): {refusal}",
+                    r.entry().display_name(),
+                    r.manifest.location()
+                )
+            })
+        })
+        .collect();
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "app {}: {} object(s) its project does not permit; nothing was changed:\n  {}",
+        app.key(),
+        refusals.len(),
+        refusals.join("\n  ")
+    )
+}
+
 /// Fetches the app's repository and loads the manifests at `revision` (default: the branch head),
-/// which must be on the protected branch. Nothing in the cluster is changed.
+/// which must be on the protected branch, checking everything against the app's project.
+/// Nothing in the cluster is changed.
 pub async fn desired(
     client: &Client,
     app: &App,
     revision: Option<&str>,
 ) -> anyhow::Result<Desired> {
     let spec = &app.spec;
-    let credentials = mirror::credentials(client, app).await?;
+    let project = project(client, app).await?;
+    let credentials = mirror::credentials(client, app, Some(&project)).await?;
     let mirror = mirror::fetched(&spec.repo_url, credentials)
         .await
         .with_context(|| {
             format!(
                 "app {}: the repository could not be fetched; nothing was changed",
-                app_id(app)
+                app.key()
             )
         })?;
     let branch = spec.branch.clone();
@@ -109,14 +163,10 @@ pub async fn desired(
     .map_err(|errors| {
         anyhow::Error::new(errors).context(format!("commit {commit} of {}", spec.repo_url))
     })?;
-    let destination = spec
-        .destination_namespace
-        .clone()
-        .or_else(|| app.namespace())
-        .unwrap_or_else(|| "default".to_owned());
-    let objects = resolve(client, manifests, &destination)
+    let objects = resolve(client, manifests, &app.destination())
         .await
         .map_err(|e| e.context(format!("commit {commit} of {}", spec.repo_url)))?;
+    check_project(&project, app, &objects)?;
     Ok(Desired {
         mirror,
         head,
@@ -243,7 +293,7 @@ pub async fn apply(
     dry_run: bool,
     mut progress: impl FnMut(&ObjectResult),
 ) -> anyhow::Result<Vec<ObjectResult>> {
-    let id = app_id(app);
+    let id = app.key();
     let first = |r: &&Resolved| {
         matches!(
             r.resource.kind.as_str(),
@@ -298,7 +348,7 @@ pub async fn apply_resolved(
     r: &Resolved,
     commit: &str,
 ) -> anyhow::Result<Value> {
-    apply_over(client, r, None, &app_id(app), commit, None, false).await
+    apply_over(client, r, None, &app.key(), commit, None, false).await
 }
 
 /// The manifest with the provenance annotations a sync writes.
@@ -481,7 +531,7 @@ pub async fn compare(
     desired: &Desired,
     overrides: &Overrides,
 ) -> anyhow::Result<Vec<Comparison>> {
-    let id = app_id(app);
+    let id = app.key();
     let objects: Vec<&Resolved> = desired.objects.iter().collect();
     let index = live_index(client, &objects).await?;
     let mut comparisons: Vec<Comparison> = futures::stream::iter(objects)
@@ -545,7 +595,7 @@ pub async fn prune_candidates(
     app: &App,
     desired: &Desired,
 ) -> anyhow::Result<Vec<(InventoryEntry, Api<DynamicObject>, Value)>> {
-    let id = app_id(app);
+    let id = app.key();
     let keep: BTreeSet<_> = desired.objects.iter().map(key_of).collect();
     let previous = app
         .status
@@ -644,15 +694,11 @@ pub fn summarise(results: &[ObjectResult]) -> BTreeMap<Action, usize> {
 
 /// Refuses to sync an app whose definition does not make sense.
 pub fn check_app(app: &App) -> anyhow::Result<()> {
-    let url = &app.spec.repo_url;
-    if !(url.starts_with("file://") || url.starts_with("http://") || url.starts_with("https://")) {
-        bail!(
-            "app {}: spec.repoURL {url:?} must be a file://, http:// or https:// URL",
-            app_id(app)
-        );
+    if let Err(why) = shared::project::canonical_repo_url(&app.spec.repo_url) {
+        bail!("app {}: spec.repoURL: {why}", app.key());
     }
     if app.spec.branch.is_empty() {
-        bail!("app {}: spec.branch is empty", app_id(app));
+        bail!("app {}: spec.branch is empty", app.key());
     }
     Ok(())
 }

@@ -1,12 +1,11 @@
-//! The cluster connection, chosen the way kubectl chooses it: `--kubeconfig`, then `KUBECONFIG`,
-//! then `~/.kube/config`; `--context`; `-n`, then the context's namespace, then `default`.
+//! The cluster connection, chosen the way kubectl chooses it (see [`shared::client`]):
+//! `--kubeconfig`, then `KUBECONFIG`, then `~/.kube/config`, then the pod's service account;
+//! `--context`; `--as`/`--as-group`; `-n`, then the context's namespace, then `default`.
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Args;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
@@ -19,6 +18,12 @@ pub struct KubeArgs {
     /// The namespace of the app (defaults to the context's namespace).
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
+    /// User to impersonate for the operation.
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub impersonate: Option<String>,
+    /// Group to impersonate for the operation (repeat for several; needs --as).
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub impersonate_groups: Vec<String>,
 }
 
 /// A connected client and the namespace commands act in.
@@ -38,24 +43,14 @@ impl std::fmt::Debug for KubeContext {
 
 impl KubeArgs {
     pub async fn connect(&self) -> anyhow::Result<KubeContext> {
-        let options = KubeConfigOptions {
+        let target = shared::client::Target {
+            kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-            ..Default::default()
+            impersonate: self.impersonate.clone(),
+            impersonate_groups: self.impersonate_groups.clone(),
         };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
-                Config::from_custom_kubeconfig(kubeconfig, &options).await
-            }
-            None => Config::from_kubeconfig(&options).await,
-        }
-        .context("cannot load the kubeconfig")?;
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).context("cannot create a Kubernetes client")?;
+        let (client, default_namespace) = shared::client::connect(&target).await?;
+        let namespace = self.namespace.clone().unwrap_or(default_namespace);
         Ok(KubeContext { client, namespace })
     }
 }

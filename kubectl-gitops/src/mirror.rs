@@ -22,8 +22,12 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The account for an app's repository (see [`shared::credentials::for_app`]).
-pub async fn credentials(client: &Client, app: &App) -> anyhow::Result<Option<Credentials>> {
-    Ok(shared::credentials::for_app(client, app).await?)
+pub async fn credentials(
+    client: &Client,
+    app: &App,
+    project: Option<&shared::project::Project>,
+) -> anyhow::Result<Option<Credentials>> {
+    Ok(shared::credentials::for_app(client, app, project).await?)
 }
 
 static TIMEOUT: OnceLock<Duration> = OnceLock::new();

@@ -59,7 +59,7 @@ pub async fn sync_app(
     };
     eprintln!(
         "syncing app {} from {} {} at {}{}",
-        engine::app_id(app),
+        app.key(),
         app.spec.repo_url,
         app.spec.branch,
         crate::output::short(&desired.commit),
@@ -75,7 +75,7 @@ pub async fn sync_app(
             &Patch::Merge(json!({ "status": { "rollback": desired.commit } })),
         )
         .await
-        .with_context(|| format!("cannot record the rollback of app {}", engine::app_id(app)))?;
+        .with_context(|| format!("cannot record the rollback of app {}", app.key()))?;
     }
     let started = Instant::now();
     let total = desired.objects.len();
@@ -155,7 +155,7 @@ pub async fn request_sync(apps: &Api<App>, app: &App) -> anyhow::Result<()> {
         &Patch::Merge(&patch),
     )
     .await
-    .with_context(|| format!("cannot ask for a sync of app {}", engine::app_id(app)))?;
+    .with_context(|| format!("cannot ask for a sync of app {}", app.key()))?;
     Ok(())
 }
 
@@ -274,7 +274,7 @@ pub async fn record(
         &Patch::Merge(json!({ "status": status_patch(&status) })),
     )
     .await
-    .with_context(|| format!("cannot record the sync in app {}", engine::app_id(app)))?;
+    .with_context(|| format!("cannot record the sync in app {}", app.key()))?;
     Ok(())
 }
 

@@ -286,7 +286,7 @@ async fn apply_stable(
     let mut copy = stable_copy(&declared.object, replicas);
     Provenance {
         commit: commit.to_owned(),
-        app: engine::app_id(app),
+        app: app.key(),
         source_path: declared.source_path.clone(),
     }
     .stamp(&mut copy);

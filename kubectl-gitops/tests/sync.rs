@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{COMMIT, Gitops, annotations, app_status, config_map, deployment};
 use e2e::git::Repo;
+use e2e::gitops::TestProject;
 use e2e::{TestNamespace, cluster, wait};
 use serde_json::Value;
 
@@ -518,13 +519,17 @@ fn status_watch_prints_an_app_again_only_when_it_changes() {
 }
 
 #[test]
-fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
+fn a_private_https_repository_is_fetched_with_its_projects_credentials_secret_and_no_other() {
     let ns = TestNamespace::new("private");
     let kubectl = cluster().kubectl();
     let repo = Repo::new();
     repo.write("cm.yaml", &config_map("private", "1"));
     let commit = repo.commit("first");
     let remote = repo.serve_https_with_account("deploy", "s3cret");
+    let other = Repo::new();
+    other.write("cm.yaml", &config_map("private", "2"));
+    other.commit("first");
+    let elsewhere = other.serve_https_with_account("deploy", "s3cret");
     let mut gitops = Gitops::new(&ns.name);
     // The remote's certificate comes from a test CA: trust it as a platform would.
     gitops.env.push((
@@ -536,14 +541,24 @@ fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
     let refused = gitops.run(&["sync", "anonymous"]);
     refused.assert_failed_saying(&["could not be fetched"]);
 
+    // The project names the Secret, for its one repository.
+    let project = TestProject::new(
+        &ns.name,
+        &format!(
+            "sources: [{{repo: '{}'}}]\ndestinations: ['{}']\ncredentialsSecret: {{namespace: {}, name: git-account}}\n",
+            remote.url(),
+            ns.name,
+            ns.name
+        ),
+    );
     gitops.ok(&[
         "app",
         "add",
         "web",
         "--repo",
         remote.url(),
-        "--credentials-secret",
-        "git-account",
+        "--project",
+        &project.name,
     ]);
     let missing = gitops.run(&["sync", "web"]);
     assert_eq!(missing.code, Some(1));
@@ -586,7 +601,26 @@ fn a_private_https_repository_is_fetched_with_the_apps_credentials_secret() {
         "no password in the status: {history}"
     );
 
-    // Without a Secret, the account comes from the environment.
+    // An App of that project pointed at another server gets no credentials: its project does
+    // not allow the repository, so nothing is fetched at all.
+    gitops.ok(&[
+        "app",
+        "add",
+        "exfil",
+        "--repo",
+        elsewhere.url(),
+        "--project",
+        &project.name,
+    ]);
+    let exfil = gitops.run(&["sync", "exfil"]);
+    exfil.assert_failed_saying(&["does not allow branch main of", elsewhere.url()]);
+    assert_eq!(
+        elsewhere.connections(),
+        0,
+        "the other server was never asked"
+    );
+
+    // Without a Secret in its project, the account comes from the environment.
     gitops
         .env
         .push(("KUBECTL_GITOPS_GIT_USERNAME".into(), "deploy".into()));

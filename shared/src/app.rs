@@ -37,18 +37,20 @@ pub struct AppSpec {
     /// Namespace for namespaced objects that do not name one; defaults to the app's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_namespace: Option<String>,
+    /// The Project (cluster-scoped, owned by cluster admins) that says which repositories,
+    /// branches, namespaces and kinds this app may use.
+    #[serde(default = "default_project")]
+    pub project: String,
     /// Delete objects that were synced before and have left the branch.
     #[serde(default)]
     pub prune: bool,
     /// How often the agent reconciles, in seconds.
     #[serde(default = "default_interval")]
     pub interval_seconds: i32,
-    /// What the admission webhook does with a write that Git does not explain.
-    #[serde(default)]
-    pub enforcement: Enforcement,
-    /// Secret in the app's namespace with `username` and `password` for an HTTP(S) repository.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_secret: Option<String>,
+}
+
+fn default_project() -> String {
+    crate::project::DEFAULT_PROJECT.to_owned()
 }
 
 fn default_branch() -> String {
@@ -63,13 +65,25 @@ fn default_interval() -> i32 {
     180
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum Enforcement {
-    /// Refuse writes that are not traceable to the branch.
-    #[default]
-    Enforce,
-    /// Admit them with a warning, and record them.
-    Warn,
+impl App {
+    /// `namespace/name`: how provenance annotations, records and messages name the app.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Where namespaced objects that name no namespace go: `destinationNamespace`, else the
+    /// app's own namespace.
+    pub fn destination(&self) -> String {
+        self.spec
+            .destination_namespace
+            .clone()
+            .or_else(|| self.metadata.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned())
+    }
 }
 
 /// What the last syncs did.
@@ -222,7 +236,7 @@ mod tests {
             serde_json::from_str(r#"{"repoURL": "file:///srv/git/app.git"}"#).expect("valid spec");
         assert_eq!(spec.branch, "main");
         assert_eq!(spec.path, ".");
-        assert_eq!(spec.enforcement, Enforcement::Enforce);
+        assert_eq!(spec.project, "default");
         assert!(!spec.prune);
     }
 

@@ -1,11 +1,13 @@
-//! The account for an app's HTTP(S) repository, shared by the plugin, the agent and the webhook.
+//! The account for an app's HTTP(S) repository, shared by the plugin, the agent and the webhook:
+//! its project's Secret, for the repositories its project permits.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, Client};
 use thiserror::Error;
 
 use crate::app::App;
 use crate::git::Credentials;
+use crate::project::Project;
 
 /// Variables that give the account for HTTP(S) remotes of apps that name no credentials Secret.
 pub const USERNAME_VAR: &str = "KUBECTL_GITOPS_GIT_USERNAME";
@@ -13,11 +15,11 @@ pub const PASSWORD_VAR: &str = "KUBECTL_GITOPS_GIT_PASSWORD";
 
 #[derive(Debug, Error)]
 pub enum CredentialsError {
-    #[error("cannot read the credentials Secret {namespace}/{name} of app {app}")]
+    #[error("cannot read the credentials Secret {namespace}/{name} of project {project}")]
     Read {
         namespace: String,
         name: String,
-        app: String,
+        project: String,
         #[source]
         source: Box<kube::Error>,
     },
@@ -29,10 +31,21 @@ pub enum CredentialsError {
     },
 }
 
-/// The account for an app's repository: its `credentialsSecret` (keys `username` and
-/// `password`, in the app's namespace), else the environment, else none.
-pub async fn for_app(client: &Client, app: &App) -> Result<Option<Credentials>, CredentialsError> {
-    let Some(name) = &app.spec.credentials_secret else {
+/// The account for an app's repository: the Secret its project names (keys `username` and
+/// `password`), else the environment, else none. Credentials go only to a repository the
+/// project permits: an App cannot send them anywhere else.
+pub async fn for_app(
+    client: &Client,
+    app: &App,
+    project: Option<&Project>,
+) -> Result<Option<Credentials>, CredentialsError> {
+    let Some(project) = project.filter(|p| {
+        p.permits_source(&app.spec.repo_url, &app.spec.branch)
+            .is_ok()
+    }) else {
+        return Ok(None);
+    };
+    let Some(secret) = &project.spec.credentials_secret else {
         return Ok(
             match (std::env::var(USERNAME_VAR), std::env::var(PASSWORD_VAR)) {
                 (Ok(username), Ok(password)) => Some(Credentials { username, password }),
@@ -40,17 +53,17 @@ pub async fn for_app(client: &Client, app: &App) -> Result<Option<Credentials>, 
             },
         );
     };
-    let namespace = app.namespace().unwrap_or_default();
-    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+    let (namespace, name) = (&secret.namespace, &secret.name);
+    let read = Api::<Secret>::namespaced(client.clone(), namespace)
         .get(name)
         .await
         .map_err(|source| CredentialsError::Read {
             namespace: namespace.clone(),
             name: name.clone(),
-            app: app.name_any(),
+            project: project.name().to_owned(),
             source: Box::new(source),
         })?;
-    let data = secret.data.unwrap_or_default();
+    let data = read.data.unwrap_or_default();
     let field = |key: &'static str| {
         data.get(key)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())

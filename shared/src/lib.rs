@@ -8,11 +8,13 @@ pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod canary;
+pub mod client;
 pub mod commit_graph;
 pub mod credentials;
 pub mod git;
 pub mod manifest;
 pub mod normalise;
+pub mod project;
 pub mod provenance;
 
 /// An error and its causes on one line, as logs and refusals show them.

@@ -109,28 +109,76 @@ pub fn redact_secrets(before: Option<&mut Value>, after: Option<&mut Value>) {
 
 /// Whether `live` already holds everything `wanted` sets: every field of `wanted` is in `live`
 /// with the same value (maps may have more fields, lists must match element by element). Fields
-/// the server defaults or controllers write do not count against it. A value the server
-/// re-spells (a quantity like `0.5` kept as `500m`) makes it false, which only costs a re-apply.
+/// the server defaults or controllers write do not count against it. Quantities (resource
+/// requests and limits, quota, capacity; see [`is_quantity_field`]) compare by value, as the
+/// server re-spells them (`0.5` is kept as `500m`); every other string compares as written.
 pub fn contains(live: &Value, wanted: &Value) -> bool {
+    contains_at(&[], live, wanted)
+}
+
+/// [`contains`] for the values at `path` (object keys; list elements as `[…]` labels) of an
+/// object.
+pub fn contains_at(path: &[&str], live: &Value, wanted: &Value) -> bool {
+    let mut path = path.to_vec();
+    contains_in(&mut path, live, wanted)
+}
+
+fn contains_in<'v>(path: &mut Vec<&'v str>, live: &'v Value, wanted: &'v Value) -> bool {
     match (live, wanted) {
         (Value::Object(live), Value::Object(wanted)) => {
             wanted.iter().all(|(key, want)| match live.get(key) {
-                Some(have) => contains(have, want),
+                Some(have) => {
+                    path.push(key);
+                    let same = contains_in(path, have, want);
+                    path.pop();
+                    same
+                }
                 None => want.is_null(),
             })
         }
         (Value::Array(live), Value::Array(wanted)) => {
             live.len() == wanted.len()
-                && live
-                    .iter()
-                    .zip(wanted)
-                    .all(|(have, want)| contains(have, want))
+                && live.iter().zip(wanted).all(|(have, want)| {
+                    path.push("[]");
+                    let same = contains_in(path, have, want);
+                    path.pop();
+                    same
+                })
         }
         (Value::Number(have), Value::Number(want)) => have.as_f64() == want.as_f64(),
-        (Value::String(have), Value::String(want)) => have == want || same_quantity(have, want),
+        (Value::String(have), Value::String(want)) => {
+            have == want || (is_quantity_field(path) && same_quantity(have, want))
+        }
         // A quantity written as a YAML number is kept as a string (`cpu: 1` → "1").
-        (Value::String(have), Value::Number(want)) => same_quantity(have, &want.to_string()),
+        (Value::String(have), Value::Number(want)) => {
+            is_quantity_field(path) && same_quantity(have, &want.to_string())
+        }
         (have, want) => have == want,
+    }
+}
+
+/// Whether the field at `path` holds a Kubernetes quantity: a container's or a claim's
+/// `resources.requests`/`limits`, a pod's `overhead`, a ResourceQuota's `hard`, a
+/// PersistentVolume's `capacity`, a LimitRange's limits, an `emptyDir.sizeLimit`, an
+/// autoscaler's target values. Elsewhere (a ConfigMap's data, say) `"2"` is not `"2000m"`.
+pub fn is_quantity_field(path: &[&str]) -> bool {
+    let element = |s: &str| s.starts_with('[');
+    match path {
+        [.., "resources", "requests" | "limits", _]
+        | [.., "hard", _]
+        | [.., "capacity", _]
+        | [.., "overhead", _]
+        | [.., "podFixed", _]
+        | [.., "emptyDir", "sizeLimit"]
+        | [.., "target", "value" | "averageValue"] => true,
+        [
+            ..,
+            "limits",
+            index,
+            "max" | "min" | "default" | "defaultRequest" | "maxLimitRequestRatio",
+            _,
+        ] => element(index),
+        _ => false,
     }
 }
 
@@ -260,15 +308,58 @@ mod tests {
             "plain integers compare as written"
         );
         assert!(!same_quantity("1e1", "10"), "no exponent forms");
-        assert!(contains(&json!({"cpu": "1"}), &json!({"cpu": 1})));
+        let resources = |cpu: Value| json!({"resources": {"requests": {"cpu": cpu}}});
+        assert!(contains(&resources(json!("1")), &resources(json!(1))));
         assert!(same_quantity("128974848", "123Mi"));
         assert!(!same_quantity("1", "2"));
         assert!(!same_quantity("web", "web2"));
         assert!(!same_quantity("1E", "1"), "1E is an exa");
         assert!(contains(
-            &json!({"requests": {"cpu": "500m", "memory": "64Mi"}}),
-            &json!({"requests": {"cpu": "0.5", "memory": "65536Ki"}})
+            &json!({"resources": {"requests": {"cpu": "500m", "memory": "64Mi"}}}),
+            &json!({"resources": {"requests": {"cpu": "0.5", "memory": "65536Ki"}}})
         ));
+    }
+
+    #[test]
+    fn strings_outside_quantity_fields_compare_as_written() {
+        // A ConfigMap's "2" is not "2000m", nor is a number its string.
+        assert!(!contains(
+            &json!({"data": {"n": "2000m"}}),
+            &json!({"data": {"n": "2"}})
+        ));
+        assert!(!contains(
+            &json!({"data": {"n": "1"}}),
+            &json!({"data": {"n": 1}})
+        ));
+        assert!(!contains(
+            &json!({"spec": {"limits": {"cpu": "1"}}, "x": {"requests": {"a": "0.5"}}}),
+            &json!({"spec": {"limits": {"cpu": "1"}}, "x": {"requests": {"a": "500m"}}})
+        ));
+        for path in [
+            &["spec", "hard", "requests.cpu"][..],
+            &["spec", "limits", "[]", "max", "cpu"],
+            &[
+                "spec",
+                "template",
+                "spec",
+                "containers",
+                "[0]",
+                "resources",
+                "limits",
+                "memory",
+            ],
+            &["spec", "capacity", "storage"],
+            &["spec", "volumes", "[1]", "emptyDir", "sizeLimit"],
+        ] {
+            assert!(is_quantity_field(path), "{path:?}");
+        }
+        for path in [
+            &["data", "limits"][..],
+            &["spec", "limits", "cpu"],
+            &["data", "hard"],
+        ] {
+            assert!(!is_quantity_field(path), "{path:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub const APP_ANNOTATION: &str = "gitops.kubectl-gitops.dev/app";
 /// Path, relative to the repository root, of the file that declares the object.
 pub const SOURCE_PATH_ANNOTATION: &str = "gitops.kubectl-gitops.dev/source-path";
 
+/// Label on every object a sync applies: it lets the webhook's configuration select the
+/// cluster-scoped objects apps manage (and only those) with an `objectSelector`, and users list
+/// them (`kubectl get clusterroles -l gitops.kubectl-gitops.dev/managed`).
+pub const MANAGED_LABEL: &str = "gitops.kubectl-gitops.dev/managed";
+/// The value of [`MANAGED_LABEL`].
+pub const MANAGED_VALUE: &str = "true";
+
 /// Every provenance annotation key, in the order they are documented.
 pub const ANNOTATIONS: [&str; 3] = [COMMIT_ANNOTATION, APP_ANNOTATION, SOURCE_PATH_ANNOTATION];
 
@@ -77,7 +84,7 @@ mod tests {
 
     #[test]
     fn provenance_keys_are_accepted_by_the_apiserver_rules() {
-        for key in ANNOTATIONS {
+        for key in ANNOTATIONS.iter().chain([&MANAGED_LABEL]) {
             assert_eq!(validate_qualified_name(key), Ok(()), "{key}");
             assert!(
                 key.starts_with(&format!("{API_GROUP}/")),
@@ -118,9 +125,20 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// Writes the provenance annotations into an object (a JSON value with `metadata`).
+    /// Writes the provenance annotations and the managed label into an object (a JSON value
+    /// with `metadata`).
     pub fn stamp(&self, object: &mut serde_json::Value) {
+        if !object.is_object() {
+            *object = serde_json::Value::Object(Default::default());
+        }
         let metadata = &mut object["metadata"];
+        if !metadata.is_object() {
+            *metadata = serde_json::Value::Object(Default::default());
+        }
+        if !metadata["labels"].is_object() {
+            metadata["labels"] = serde_json::Value::Object(Default::default());
+        }
+        metadata["labels"][MANAGED_LABEL] = MANAGED_VALUE.into();
         if !metadata["annotations"].is_object() {
             metadata["annotations"] = serde_json::Value::Object(Default::default());
         }
@@ -158,6 +176,7 @@ mod stamp_tests {
         };
         provenance.stamp(&mut object);
         assert_eq!(object["metadata"]["annotations"]["team"], "payments");
+        assert_eq!(object["metadata"]["labels"][MANAGED_LABEL], MANAGED_VALUE);
         assert_eq!(Provenance::read(&object), Some(provenance));
         assert_eq!(Provenance::read(&serde_json::json!({"metadata": {}})), None);
     }

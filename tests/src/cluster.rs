@@ -131,7 +131,26 @@ fn start_owned() -> Cluster {
     }
 }
 
-/// Installs the CRDs from `manifests/crds/` once per run and waits until they are served.
+/// The project Apps name when they name none, as the suites define it: every repository they
+/// serve (file:// and loopback HTTP(S)), any branch, any namespace, any kind. The suites that
+/// prove the trust boundary define narrow projects of their own.
+pub const DEFAULT_PROJECT: &str = "apiVersion: gitops.kubectl-gitops.dev/v1alpha1
+kind: Project
+metadata:
+  name: default
+spec:
+  description: the end-to-end suites' default project
+  sources:
+  - {repo: 'file:///*', branches: ['*']}
+  - {repo: 'http://127.0.0.1:*', branches: ['*']}
+  - {repo: 'https://127.0.0.1:*', branches: ['*']}
+  destinations: ['*']
+  clusterKinds:
+    allow: [{group: '*', kind: '*'}]
+";
+
+/// Installs the CRDs from `manifests/crds/` and the suites' default project once per run, and
+/// waits until they are served.
 pub fn install_crds() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
@@ -142,9 +161,11 @@ pub fn install_crds() {
             "wait",
             "--for=condition=Established",
             "crd/apps.gitops.kubectl-gitops.dev",
+            "crd/projects.gitops.kubectl-gitops.dev",
             "crd/canaries.gitops.kubectl-gitops.dev",
             "crd/auditrecords.gitops.kubectl-gitops.dev",
             "--timeout=60s",
         ]);
+        kubectl.apply(DEFAULT_PROJECT);
     });
 }

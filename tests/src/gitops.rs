@@ -81,6 +81,38 @@ impl Gitops {
     }
 }
 
+/// A cluster-scoped Project for one test, deleted when dropped.
+#[derive(Debug)]
+pub struct TestProject {
+    pub name: String,
+}
+
+impl TestProject {
+    /// Creates project `name` with `spec` (YAML, indented as under `spec:`).
+    pub fn new(name: &str, spec: &str) -> Self {
+        crate::cluster::install_crds();
+        let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+        crate::cluster().kubectl().apply(&format!(
+            "apiVersion: gitops.kubectl-gitops.dev/v1alpha1\nkind: Project\nmetadata:\n  name: {name}\nspec:\n{spec}"
+        ));
+        TestProject {
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        let _ = crate::cluster().kubectl().run(&[
+            "delete",
+            "projects.gitops.kubectl-gitops.dev",
+            &self.name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
 pub fn config_map(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"

@@ -14,7 +14,7 @@ use shared::app::App;
 use tokio::sync::watch;
 
 use crate::cmd::sync::parse_duration;
-use crate::engine;
+
 use crate::exit::Code;
 use crate::kube_context::KubeArgs;
 use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};
@@ -134,13 +134,13 @@ async fn reconcile_due(
         match reconcile::sync_app(client, &app, &request, |_, _| {}).await {
             Ok(report) => log(&format!(
                 "synced {} ({reason}) at {}: {}",
-                engine::app_id(&app),
+                app.key(),
                 crate::output::short(&report.desired.commit),
                 report.summary
             )),
             Err(err) => log(&format!(
                 "sync of {} ({reason}) failed (will retry): {err:#}",
-                engine::app_id(&app)
+                app.key()
             )),
         }
     }

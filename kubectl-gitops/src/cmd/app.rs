@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
-use shared::app::{App, AppSpec, Enforcement};
+use shared::app::{App, AppSpec};
 
 use crate::exit::Code;
 use crate::kube_context::KubeContext;
@@ -17,7 +17,7 @@ pub enum AppCommand {
     /// Define an app: a repository, branch and path synced into a namespace.
     #[command(after_help = "Examples:\n  \
         kubectl gitops app add web --repo https://git.example.com/shop.git --path apps/web --prune\n  \
-        kubectl gitops app add web -n shop --repo file:///srv/git/shop.git --branch production")]
+        kubectl gitops app add web -n shop --repo file:///srv/git/shop.git --branch production --project shop")]
     Add(AddArgs),
     /// List apps.
     List(ListArgs),
@@ -27,7 +27,8 @@ pub enum AppCommand {
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
     },
-    /// Delete an app definition. The objects it synced stay in the cluster.
+    /// Delete an app definition. The objects it synced stay in the cluster, guarded by the
+    /// webhook until an app of that name is defined again.
     Delete { name: String },
 }
 
@@ -54,13 +55,10 @@ pub struct AddArgs {
     #[arg(long, default_value_t = 180)]
     #[arg(value_parser = clap::value_parser!(i32).range(1..))]
     pub interval: i32,
-    /// Secret in the app's namespace with `username` and `password` for an HTTP(S) repository
-    /// (without it, KUBECTL_GITOPS_GIT_USERNAME and KUBECTL_GITOPS_GIT_PASSWORD are used).
-    #[arg(long, value_name = "SECRET")]
-    pub credentials_secret: Option<String>,
-    /// Only warn about writes that Git does not explain, instead of refusing them.
-    #[arg(long)]
-    pub warn_only: bool,
+    /// The project (cluster admins define it) that permits this app's repository, branch and
+    /// destination; its credentials Secret fetches private repositories.
+    #[arg(long, default_value = shared::project::DEFAULT_PROJECT)]
+    pub project: String,
 }
 
 #[derive(Debug, Args)]
@@ -89,12 +87,7 @@ pub async fn run(
                     destination_namespace: args.destination_namespace,
                     prune: args.prune,
                     interval_seconds: args.interval,
-                    credentials_secret: args.credentials_secret,
-                    enforcement: if args.warn_only {
-                        Enforcement::Warn
-                    } else {
-                        Enforcement::Enforce
-                    },
+                    project: args.project,
                 },
             );
             let mut app = app;
@@ -129,6 +122,7 @@ pub async fn run(
                                 a.spec.repo_url.clone(),
                                 a.spec.branch.clone(),
                                 a.spec.path.clone(),
+                                a.spec.project.clone(),
                             ]);
                             row
                         })
@@ -137,7 +131,7 @@ pub async fn run(
                     if args.all_namespaces {
                         headers.push("NAMESPACE");
                     }
-                    headers.extend(["NAME", "REPOSITORY", "BRANCH", "PATH"]);
+                    headers.extend(["NAME", "REPOSITORY", "BRANCH", "PATH", "PROJECT"]);
                     output::table(out, &headers, &rows)?;
                 }
                 format => output::structured(out, format, &list.items)?,
@@ -159,7 +153,7 @@ pub async fn run(
                 .with_context(|| format!("cannot delete app {}/{name}", ctx.namespace))?;
             writeln!(
                 out,
-                "app {}/{name} deleted; the objects it synced stay in the cluster",
+                "app {}/{name} deleted; the objects it synced stay in the cluster (guarded until an app of that name is defined again)",
                 ctx.namespace
             )?;
         }

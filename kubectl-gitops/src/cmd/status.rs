@@ -219,7 +219,7 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
         Ok(head) => status.branch_head = Some(head),
         Err(err) => warnings.push(format!("branch head as of the last sync: {err:#}")),
     }
-    let id = engine::app_id(app);
+    let id = app.key();
     let synced = status.last_synced_commit.clone();
     let mut broken_glass = Vec::new();
     let checks: Vec<(InventoryEntry, Option<Provenance>, bool, Option<String>)> =
@@ -292,7 +292,10 @@ fn break_glass_note(object: &serde_json::Value) -> Option<String> {
 }
 
 async fn live_head(client: &Client, app: &App) -> anyhow::Result<String> {
-    let credentials = crate::mirror::credentials(client, app).await?;
+    // Status reads only: a project that cannot be read leaves the repository without
+    // credentials rather than the status unshown.
+    let project = crate::engine::project(client, app).await.ok();
+    let credentials = crate::mirror::credentials(client, app, project.as_ref()).await?;
     let mirror = crate::mirror::fetched(&app.spec.repo_url, credentials).await?;
     let branch = app.spec.branch.clone();
     crate::mirror::blocking(&mirror, move |m| {

@@ -8,7 +8,7 @@ use clap::Args;
 use kube::Api;
 use shared::app::App;
 
-use crate::engine::{self, ObjectResult};
+use crate::engine::ObjectResult;
 use crate::exit::Code;
 use crate::health::Health;
 use crate::kube_context::KubeContext;
@@ -52,7 +52,7 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
         .with_context(|| format!("cannot read app {}/{}", ctx.namespace, args.name))?;
     if args.async_ {
         reconcile::request_sync(&apps, &app).await?;
-        eprintln!("asked the agent to sync app {}", engine::app_id(&app));
+        eprintln!("asked the agent to sync app {}", app.key());
         return Ok(Code::Success);
     }
     let request = SyncRequest {
@@ -93,7 +93,7 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
     }
     eprintln!(
         "synced {} at {}: {}",
-        engine::app_id(&app),
+        app.key(),
         short(&report.desired.commit),
         report.summary
     );
@@ -110,12 +110,12 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
                 }
                 Health::Degraded => {
                     reconcile::set_health(&apps, &app, health).await?;
-                    anyhow::bail!("app {} is degraded: {detail}", engine::app_id(&app));
+                    anyhow::bail!("app {} is degraded: {detail}", app.key());
                 }
                 Health::Progressing if Instant::now() >= deadline => {
                     anyhow::bail!(
                         "app {} was not healthy within {:?}: {detail}",
-                        engine::app_id(&app),
+                        app.key(),
                         args.timeout
                     );
                 }

@@ -1,0 +1,525 @@
+//! The write of an object (namespaced or cluster-scoped): whether what it brings is what the
+//! protected branch says, condition by condition of the contract.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::Knowledge;
+use super::policy;
+use super::review::{AdmissionRequest, Operation, Write};
+use super::verdict::{Reason, Verdict, Violation, short, violation};
+use super::walk::{Change, ChangeKind, Ownership, unexplained_changes};
+use crate::app::App;
+use crate::canary;
+use crate::manifest::Manifest;
+use crate::provenance::{APP_ANNOTATION, Provenance};
+
+pub(crate) struct Decision<'a> {
+    pub request: &'a AdmissionRequest,
+    pub write: &'a Write<'a>,
+    pub knowledge: &'a dyn Knowledge,
+    pub controller: bool,
+}
+
+impl Decision<'_> {
+    /// The verdict on the object itself (or its scale) when Git explains it, else why not.
+    pub fn object(&self) -> Result<Verdict, Violation> {
+        let old_provenance = self.write.old.as_deref().and_then(Provenance::read);
+        let new_provenance = self.write.new.as_deref().and_then(Provenance::read);
+        if self.write.operation == Operation::Delete {
+            return self.delete(old_provenance);
+        }
+        // Objects a controller derives from a managed one (a ReplicaSet from a Deployment) carry
+        // copies of its annotations; the owner is what Git governs.
+        if self.controller && self.write.new.as_deref().is_some_and(has_controller_owner) {
+            return Ok(Verdict::allow(Reason::Controller));
+        }
+        if let Some(old) = self.write.old.as_deref()
+            && !old["metadata"]["deletionTimestamp"].is_null()
+        {
+            return self.terminating(old);
+        }
+        let Some(provenance) = new_provenance else {
+            if old_provenance.is_some() {
+                return Err(violation(
+                    Reason::ProvenanceRemoved,
+                    "the write removes the provenance of a managed object",
+                ));
+            }
+            if self.controller {
+                return Ok(Verdict::allow(Reason::Controller));
+            }
+            return Err(violation(
+                Reason::NoProvenance,
+                "the object carries no provenance: it was not written by a sync from Git",
+            ));
+        };
+        match self.managed_write(&provenance, old_provenance.as_ref()) {
+            // A controller is held to the fields Git sets; whether the app, its commit or its
+            // mirror are at hand is not its concern.
+            Err(v) if self.controller && !v.reason.is_about_content() => {
+                Ok(Verdict::allow(Reason::Controller))
+            }
+            other => other,
+        }
+    }
+
+    /// An object being deleted (finalizers hold it): controllers finish the job; anyone else
+    /// may only let finalizers go, not change what the object is meanwhile.
+    fn terminating(&self, old: &Value) -> Result<Verdict, Violation> {
+        if self.controller {
+            return Ok(Verdict::allow(Reason::Terminating));
+        }
+        let Some(new) = self.write.new.as_deref() else {
+            return Ok(Verdict::allow(Reason::Terminating));
+        };
+        let finalizers = |v: &Value| -> Vec<String> {
+            v["metadata"]["finalizers"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (before, after) = (finalizers(old), finalizers(new));
+        let only_released = after.iter().all(|f| before.contains(f));
+        let rest = |v: &Value| {
+            let mut v = crate::normalise::for_comparison(v);
+            if let Some(metadata) = v["metadata"].as_object_mut() {
+                metadata.remove("finalizers");
+            }
+            v
+        };
+        if only_released && rest(old) == rest(new) {
+            return Ok(Verdict::allow(Reason::Terminating));
+        }
+        Err(violation(
+            Reason::FieldChanged,
+            "the object is being deleted: a write may only remove its finalizers",
+        ))
+    }
+
+    fn delete(&self, provenance: Option<Provenance>) -> Result<Verdict, Violation> {
+        let Some(provenance) = provenance else {
+            return Ok(Verdict::allow(Reason::Unmanaged));
+        };
+        if self.controller {
+            // Garbage collection and namespace deletion.
+            return Ok(Verdict::allow(Reason::Controller));
+        }
+        let app = self
+            .knowledge
+            .app(&provenance.app)
+            .ok_or_else(|| self.unknown_app(&provenance))?;
+        let head = self
+            .knowledge
+            .head_manifests(&app)
+            .map_err(|e| violation(Reason::GitUnavailable, e).of(&app, Some(&provenance.commit)))?;
+        match head.iter().find(|m| self.declares(m, &app)) {
+            Some(m) => Err(Violation {
+                fetch_may_help: true,
+                ..violation(
+                    Reason::DeleteOnBranch,
+                    format!(
+                        "the object is still declared in {} at the head of branch {}",
+                        m.location(),
+                        app.spec.branch
+                    ),
+                )
+                .of(&app, Some(&provenance.commit))
+            }),
+            None => Ok(Verdict::allow(Reason::Pruned)),
+        }
+    }
+
+    /// Objects of an app that no longer exists stay as Git last set them: nobody but
+    /// controllers and break-glass changes or deletes them, until an app of that name is defined
+    /// again (whose project then governs them) or the namespace is deleted.
+    fn unknown_app(&self, provenance: &Provenance) -> Violation {
+        violation(
+            Reason::UnknownApp,
+            format!(
+                "annotation {APP_ANNOTATION} names app {}, which does not exist (an app's objects \
+                 stay guarded after the app is deleted; define it again to manage them)",
+                provenance.app
+            ),
+        )
+    }
+
+    fn managed_write(
+        &self,
+        provenance: &Provenance,
+        old: Option<&Provenance>,
+    ) -> Result<Verdict, Violation> {
+        let commit = provenance.commit.as_str();
+        let app = self
+            .knowledge
+            .app(&provenance.app)
+            .ok_or_else(|| self.unknown_app(provenance))?;
+        let with = |v: Violation| v.of(&app, Some(commit));
+        if let Some(old) = old
+            && old.app != provenance.app
+        {
+            self.handover(old, provenance)?;
+        }
+        // The trust root: the app's project permits the app as defined, and this object.
+        let project = policy::project_of(self.knowledge, &app)?;
+        policy::permits_object(
+            &project,
+            &app,
+            &self.request.kind.group,
+            &self.request.kind.kind,
+            self.request.namespace(),
+        )?;
+        let git =
+            |r: super::Lookup<bool>| r.map_err(|e| with(violation(Reason::GitUnavailable, e)));
+        if !git(self.knowledge.has_commit(&app, commit))? {
+            let full_id = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
+            return Err(Violation {
+                fetch_may_help: full_id,
+                ..with(violation(
+                    Reason::UnknownCommit,
+                    format!("commit {commit} does not exist in {}", app.spec.repo_url),
+                ))
+            });
+        }
+        let head = self
+            .knowledge
+            .branch_head(&app)
+            .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+        if !git(self.knowledge.is_ancestor(&app, commit, &head))? {
+            let branches = self.knowledge.branches_with(&app, commit);
+            let where_ = if branches.is_empty() {
+                "on no branch".to_owned()
+            } else {
+                format!("only on {}", branches.join(", "))
+            };
+            return Err(Violation {
+                fetch_may_help: true,
+                ..with(violation(
+                    Reason::NotOnBranch,
+                    format!(
+                        "commit {commit} is not merged into branch {} ({where_})",
+                        app.spec.branch
+                    ),
+                ))
+            });
+        }
+        let path = crate::git::normalise_path(&provenance.source_path);
+        let root = crate::git::normalise_path(&app.spec.path);
+        let inside = root.is_empty() || path == root || path.starts_with(&format!("{root}/"));
+        let manifests = self
+            .knowledge
+            .manifests(&app, commit, &path)
+            .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+        let declared = manifests.iter().find(|m| self.declares(m, &app));
+        // A rollout's stable copy is declared by its target at the stable commit.
+        let stable = match declared {
+            None if inside => self.stable_copy_of(&app, &manifests, commit, &path),
+            _ => None,
+        };
+        let declared = declared.or(stable.as_ref().map(|(m, _)| m));
+        let Some(declared) = declared.filter(|_| inside) else {
+            return Err(Violation {
+                // A stable copy written right after its rollout started.
+                rollout_may_help: self.is_deployment()
+                    && canary::target_of_stable(self.request.name()).is_some(),
+                ..with(violation(
+                    Reason::NotDeclared,
+                    format!(
+                        "{path} at commit {} of {} does not declare {}{}",
+                        short(commit),
+                        app.spec.repo_url,
+                        self.request.object_name(),
+                        if inside {
+                            String::new()
+                        } else {
+                            format!(" (and is outside the app's path {})", app.spec.path)
+                        }
+                    ),
+                ))
+            });
+        };
+
+        if stable.is_none() {
+            self.not_a_downgrade(&app, provenance, old, declared, &head)?;
+        }
+
+        // Condition 4: every change is explained by the manifest at that commit.
+        let mut wanted = match &stable {
+            Some((m, replicas)) => canary::stable_copy(&m.object, *replicas),
+            None => declared.object.clone(),
+        };
+        if stable.is_none()
+            && let Some(replicas) = self.rollout_replicas(declared)
+        {
+            // Git's spec holds the replicas; one that is not a map explains none of them.
+            match wanted
+                .as_object_mut()
+                .map(|w| w.entry("spec").or_insert(Value::Null))
+            {
+                Some(spec @ Value::Null) => *spec = json!({"replicas": replicas}),
+                Some(Value::Object(spec)) => {
+                    spec.insert("replicas".into(), replicas.into());
+                }
+                _ => {}
+            }
+        }
+        if let Some(ns) = self.request.namespace()
+            && declared.namespace().is_none()
+        {
+            wanted["metadata"]["namespace"] = ns.into();
+        }
+        provenance.stamp(&mut wanted);
+        let released = match old {
+            Some(old) if old.commit != commit || old.source_path != provenance.source_path => {
+                self.knowledge.app(&old.app).and_then(|old_app| {
+                    self.knowledge
+                        .manifests(
+                            &old_app,
+                            &old.commit,
+                            &crate::git::normalise_path(&old.source_path),
+                        )
+                        .ok()
+                        .and_then(|ms| {
+                            ms.iter()
+                                .find(|m| self.declares(m, &old_app))
+                                .map(|m| m.object.clone())
+                        })
+                })
+            }
+            _ => None,
+        };
+        let commit_changed = old.is_some_and(|o| o.commit != commit);
+        let ownership = Ownership::of(self.write.new.as_deref(), self.write.scale);
+        let changes = unexplained_changes(
+            self.write.old.as_deref(),
+            self.write.new.as_deref(),
+            &wanted,
+            released.as_ref(),
+            self.controller,
+            &ownership,
+        );
+        if let Some(first) = changes.first() {
+            let reason = match first.kind {
+                ChangeKind::Label => Reason::LabelChanged,
+                ChangeKind::Annotation => Reason::AnnotationChanged,
+                _ if self.write.scale && first.path.ends_with("replicas") => Reason::ScaleManaged,
+                _ if commit_changed || old.is_none() => Reason::ContentDiffers,
+                _ => Reason::FieldChanged,
+            };
+            let listed: Vec<String> = changes.iter().take(5).map(Change::describe).collect();
+            let more = if changes.len() > 5 {
+                format!(" and {} more", changes.len() - 5)
+            } else {
+                String::new()
+            };
+            return Err(Violation {
+                // Replicas are the one field a rollout step sets.
+                rollout_may_help: self.is_deployment()
+                    && changes.iter().any(|c| c.path == "spec.replicas"),
+                ..with(violation(
+                    reason,
+                    format!(
+                        "{} at commit {}: {}{more}",
+                        declared.location(),
+                        short(commit),
+                        listed.join("; ")
+                    ),
+                ))
+            });
+        }
+        let mut verdict = Verdict::allow(Reason::Traceable);
+        verdict.app = Some(provenance.app.clone());
+        verdict.commit = Some(commit.to_owned());
+        Ok(verdict)
+    }
+
+    /// A write that moves an object from one app to another: only once the app it belongs to
+    /// has let it go (the app is gone, or its branch no longer declares the object). Two apps
+    /// cannot both hold an object, and a write cannot take one from the app that declares it.
+    fn handover(&self, old: &Provenance, new: &Provenance) -> Result<(), Violation> {
+        let Some(previous) = self.knowledge.app(&old.app) else {
+            return Ok(());
+        };
+        let refused = |detail: String| {
+            Err(Violation {
+                app: Some(previous.clone()),
+                commit: Some(old.commit.clone()),
+                ..violation(Reason::AppChanged, detail)
+            })
+        };
+        match self.knowledge.head_manifests(&previous) {
+            Ok(head) => match head.iter().find(|m| self.declares(m, &previous)) {
+                Some(m) => refused(format!(
+                    "the object belongs to app {}, whose branch {} still declares it in {}; the \
+                     write claims it for app {}",
+                    old.app,
+                    previous.spec.branch,
+                    m.location(),
+                    new.app
+                )),
+                None => Ok(()),
+            },
+            Err(e) => refused(format!(
+                "the object belongs to app {}, whose branch cannot be read ({e}); the write \
+                 claims it for app {}",
+                old.app, new.app
+            )),
+        }
+    }
+
+    /// Condition 5: the commit is not older than what the object (or its app) was synced from,
+    /// unless the app records a rollback to it. An object created afresh, with nothing to
+    /// compare with, must be as the head of the branch declares it.
+    fn not_a_downgrade(
+        &self,
+        app: &Arc<App>,
+        provenance: &Provenance,
+        old: Option<&Provenance>,
+        declared: &Manifest,
+        head: &str,
+    ) -> Result<(), Violation> {
+        let commit = provenance.commit.as_str();
+        let with = |v: Violation| v.of(app, Some(commit));
+        let git =
+            |r: super::Lookup<bool>| r.map_err(|e| with(violation(Reason::GitUnavailable, e)));
+        let status = app.status.as_ref();
+        let rollback = status.and_then(|s| s.rollback.as_deref());
+        if rollback == Some(commit) {
+            return Ok(());
+        }
+        let reference = match old {
+            Some(old) if old.app == provenance.app => Some(old.commit.clone()),
+            _ => status.and_then(|s| s.last_synced_commit.clone()),
+        };
+        match reference {
+            Some(reference) if reference == commit => Ok(()),
+            Some(reference) => {
+                if git(self.knowledge.has_commit(app, &reference))?
+                    && git(self.knowledge.is_ancestor(app, commit, &reference))?
+                {
+                    return Err(Violation {
+                        fetch_may_help: false,
+                        ..with(violation(
+                            Reason::Downgrade,
+                            format!(
+                                "commit {} is older than {}, which the object or app was already \
+                                 synced from",
+                                short(commit),
+                                short(&reference)
+                            ),
+                        ))
+                    });
+                }
+                Ok(())
+            }
+            None if commit == head => Ok(()),
+            None => {
+                let path = crate::git::normalise_path(&provenance.source_path);
+                let at_head = self
+                    .knowledge
+                    .manifests(app, head, &path)
+                    .map_err(|e| with(violation(Reason::GitUnavailable, e)))?;
+                if at_head
+                    .iter()
+                    .any(|m| self.declares(m, app) && m.object == declared.object)
+                {
+                    return Ok(());
+                }
+                Err(Violation {
+                    fetch_may_help: false,
+                    ..with(violation(
+                        Reason::Downgrade,
+                        format!(
+                            "commit {} is not the head of branch {} ({}), which declares {} \
+                             differently or not at all, and the app records no sync to compare \
+                             with",
+                            short(commit),
+                            app.spec.branch,
+                            short(head),
+                            self.request.object_name()
+                        ),
+                    ))
+                })
+            }
+        }
+    }
+
+    fn is_deployment(&self) -> bool {
+        self.request.kind.group == "apps" && self.request.kind.kind == "Deployment"
+    }
+
+    /// The replicas a rollout under way holds the Deployment Git declares at: the canary's share.
+    fn rollout_replicas(&self, declared: &Manifest) -> Option<i64> {
+        if !self.is_deployment() {
+            return None;
+        }
+        let namespace = self.request.namespace()?;
+        let strategy = self.knowledge.rollout(namespace, self.request.name())?;
+        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
+        let total = canary::total_replicas(&declared.object);
+        Some(canary::split(total, status.weight_in_force().clamp(0, 100)).1)
+    }
+
+    /// For `<target>-stable`: the target as the file declares it, when a rollout under way keeps
+    /// a stable copy of it at exactly this commit; with the replicas the rollout gives it (of the
+    /// replicas Git declares at the canary's commit: the status's own count is not trusted).
+    fn stable_copy_of(
+        &self,
+        app: &App,
+        manifests: &[Manifest],
+        commit: &str,
+        path: &str,
+    ) -> Option<(Manifest, i64)> {
+        if !self.is_deployment() {
+            return None;
+        }
+        let namespace = self.request.namespace()?;
+        let target = canary::target_of_stable(self.request.name())?;
+        let strategy = self.knowledge.rollout(namespace, target)?;
+        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
+        if status.stable_commit.as_deref() != Some(commit) {
+            return None;
+        }
+        let is_target = |m: &&Manifest| {
+            m.kind() == "Deployment"
+                && m.group_version().0 == "apps"
+                && m.name() == target
+                && m.namespace().is_none_or(|ns| ns == namespace)
+        };
+        let declared = manifests.iter().find(is_target)?;
+        let total = status
+            .canary_commit
+            .as_deref()
+            .and_then(|c| self.knowledge.manifests(app, c, path).ok())
+            .and_then(|ms| ms.iter().find(is_target).map(|m| m.object.clone()))
+            .map(|m| canary::total_replicas(&m))
+            .unwrap_or_else(|| canary::total_replicas(&declared.object));
+        let replicas = canary::split(total, status.weight_in_force().clamp(0, 100)).0;
+        Some((declared.clone(), replicas))
+    }
+
+    /// Whether a manifest declares the object of the review.
+    pub fn declares(&self, m: &Manifest, app: &App) -> bool {
+        let r = self.request;
+        let namespace = match m.namespace() {
+            Some(ns) => Some(ns.to_owned()),
+            None if r.namespace().is_some() => Some(app.destination()),
+            None => None,
+        };
+        m.group_version().0 == r.kind.group
+            && m.kind() == r.kind.kind
+            && m.name() == r.name()
+            && namespace.as_deref() == r.namespace()
+    }
+}
+
+fn has_controller_owner(object: &Value) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
+}

@@ -1,0 +1,1003 @@
+//! The decision alone, over an in-memory history; the suites in `admission/tests` prove it
+//! through the real apiserver and real repositories.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::fixture::{C1, C2, History, history, manifests};
+use super::*;
+use crate::canary;
+use crate::project::{ConnectPolicy, Enforcement};
+use crate::provenance::APP_ANNOTATION;
+
+/// The `fieldsV1` set of everything in `value`: what a server-side apply of it owns. Lists of
+/// maps with a `name` are keyed by it, other lists are owned whole.
+fn fields_of(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut set = serde_json::Map::new();
+            for (key, child) in map {
+                set.insert(format!("f:{key}"), fields_of(child));
+            }
+            Value::Object(set)
+        }
+        Value::Array(items) if items.iter().all(|i| i.get("name").is_some()) => {
+            let mut set = serde_json::Map::new();
+            for item in items {
+                let mut element = fields_of(item);
+                element["."] = json!({});
+                set.insert(format!("k:{}", json!({"name": item["name"]})), element);
+            }
+            Value::Object(set)
+        }
+        _ => json!({}),
+    }
+}
+
+/// Sets the object's managed fields: `manager` owns everything in `owned`.
+fn owned_by(object: &mut Value, manager: &str, owned: &Value) {
+    let mut fields = fields_of(owned);
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("f:apiVersion");
+        map.remove("f:kind");
+    }
+    object["metadata"]["managedFields"] = json!([
+        {"manager": manager, "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+         "fieldsV1": fields}
+    ]);
+}
+
+fn declared(kind: &str, commit: &str) -> Value {
+    let source = if commit == "c1" { C1 } else { C2 };
+    manifests(source)
+        .iter()
+        .find(|m| m.kind() == kind)
+        .map(|m| m.object.clone())
+        .expect("declared")
+}
+
+/// The live object as a sync of `commit` leaves it: Git's fields owned by the sync, with what
+/// the server adds owned by no one.
+fn live(kind: &str, commit: &str) -> Value {
+    let mut object = declared(kind, commit);
+    Provenance {
+        commit: commit.into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+    }
+    .stamp(&mut object);
+    let applied = object.clone();
+    object["metadata"]["namespace"] = "shop".into();
+    object["metadata"]["uid"] = "u-1".into();
+    if kind == "Deployment" {
+        object["spec"]["revisionHistoryLimit"] = 10.into();
+        object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+            "IfNotPresent".into();
+    }
+    owned_by(&mut object, "kubectl-gitops", &applied);
+    object
+}
+
+fn review(
+    operation: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    user: &str,
+    groups: &[&str],
+) -> AdmissionRequest {
+    let some = old.or(new).expect("an object");
+    let kind = some["kind"].as_str().unwrap_or_default();
+    let group = if kind == "Deployment" { "apps" } else { "" };
+    serde_json::from_value(json!({
+        "uid": "1", "operation": operation, "name": some["metadata"]["name"], "namespace": "shop",
+        "kind": {"group": group, "version": "v1", "kind": kind},
+        "resource": {"group": group, "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+        "userInfo": {"username": user, "groups": groups},
+        "object": new, "oldObject": old
+    }))
+    .expect("a request")
+}
+
+/// The fields that differ between `old` and `new`, as a `fieldsV1` set (a changed list is
+/// owned whole).
+fn changed_fields(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut set = serde_json::Map::new();
+            for key in a.keys().chain(b.keys()) {
+                let (x, y) = (a.get(key), b.get(key));
+                if x != y && key != "managedFields" {
+                    let child = match (x, y) {
+                        (Some(x), Some(y)) => changed_fields(x, y),
+                        _ => json!({}),
+                    };
+                    set.insert(format!("f:{key}"), child);
+                }
+            }
+            Value::Object(set)
+        }
+        _ => json!({}),
+    }
+}
+
+/// An update by `user`. Unless the test set the managed fields itself (a sync's apply), the
+/// writer owns what it changed, as the apiserver records it.
+fn update(old: &Value, new: &Value, user: &str, groups: &[&str]) -> AdmissionRequest {
+    let mut new = new.clone();
+    if old["metadata"]["managedFields"] == new["metadata"]["managedFields"] {
+        let changed = changed_fields(old, &new);
+        let mut managers = old["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        managers.push(json!({"manager": "kubectl-edit", "operation": "Update",
+            "fieldsType": "FieldsV1", "fieldsV1": changed}));
+        new["metadata"]["managedFields"] = Value::Array(managers);
+    }
+    review("UPDATE", Some(old), Some(&new), user, groups)
+}
+
+fn create(new: &Value, user: &str) -> AdmissionRequest {
+    review("CREATE", None, Some(new), user, &[])
+}
+
+fn decide_now(history: &History, request: &AdmissionRequest) -> Verdict {
+    decide_in(history, request, Scope::Enforce)
+}
+
+fn decide_in(history: &History, request: &AdmissionRequest, scope: Scope) -> Verdict {
+    let now = jiff::Timestamp::now();
+    decide(request, scope, &Policy::default(), history, None, now)
+}
+
+/// A rollout of `web` from c1 (stable) to c2 (canary) at `weight` percent.
+fn rolling_out(weight: i32) -> Arc<canary::Canary> {
+    let mut strategy = canary::Canary::new(
+        "web",
+        serde_json::from_value(json!({"target": "web", "steps": [{"setWeight": 50}]}))
+            .expect("a strategy"),
+    );
+    strategy.status = Some(canary::CanaryStatus {
+        phase: Some(canary::Phase::Progressing),
+        weight: Some(weight),
+        replicas: Some(2),
+        stable_commit: Some("c1".into()),
+        canary_commit: Some("c2".into()),
+        ..Default::default()
+    });
+    Arc::new(strategy)
+}
+
+#[test]
+fn a_rollout_explains_exactly_the_replicas_of_its_current_weight() {
+    let mut h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    let mut half = old.clone();
+    half["spec"]["replicas"] = 1.into();
+    // Without a rollout, the replicas are Git's.
+    assert_eq!(
+        decide_now(&h, &update(&old, &half, "agent", &[])).reason,
+        Reason::FieldChanged
+    );
+    h.rollout = Some(rolling_out(50));
+    let verdict = decide_now(&h, &update(&old, &half, "agent", &[]));
+    assert!(verdict.allowed, "{}", verdict.message);
+    // Any other count is still a person's change, and the verdict says a fresher view of the
+    // rollout may change it.
+    let mut other = old.clone();
+    other["spec"]["replicas"] = 2.into();
+    let refused = decide_now(&h, &update(&half, &other, "alice", &[]));
+    assert_eq!(refused.reason, Reason::FieldChanged);
+    assert!(refused.rollout_may_be_stale);
+
+    // The stable copy at the stable commit, with the other half.
+    let mut stamped = declared("Deployment", "c1");
+    Provenance {
+        commit: "c1".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+    }
+    .stamp(&mut stamped);
+    let applied = canary::stable_copy(&stamped, 1);
+    let mut copy = applied.clone();
+    copy["metadata"]["namespace"] = "shop".into();
+    copy["spec"]["revisionHistoryLimit"] = 10.into();
+    owned_by(&mut copy, "kubectl-gitops", &applied);
+    let request = create(&copy, "agent");
+    let verdict = decide_now(&h, &request);
+    assert!(verdict.allowed, "{}", verdict.message);
+    // Not with the canary's share, and not once the rollout is over.
+    let mut greedy = request.clone();
+    greedy.object.as_mut().expect("object")["spec"]["replicas"] = 2.into();
+    assert!(!decide_now(&h, &greedy).allowed);
+    // The status's own replica count is not what the copy is held to: Git's is.
+    let mut inflated = (*rolling_out(50)).clone();
+    if let Some(s) = inflated.status.as_mut() {
+        s.replicas = Some(40);
+    }
+    h.rollout = Some(Arc::new(inflated));
+    let mut big = copy.clone();
+    big["spec"]["replicas"] = 20.into();
+    assert!(!decide_now(&h, &create(&big, "agent")).allowed);
+    h.rollout = None;
+    let unknown = decide_now(&h, &request);
+    assert_eq!(unknown.reason, Reason::NotDeclared);
+    // The watch may not have delivered the rollout that explains it yet.
+    assert!(unknown.rollout_may_be_stale);
+}
+
+#[test]
+fn fields_git_leaves_unset_belong_to_controllers_not_people() {
+    let h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    let mut new = old.clone();
+    new["spec"]["revisionHistoryLimit"] = 3.into();
+    let person = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert!(!person.allowed);
+    assert_eq!(person.reason, Reason::FieldChanged);
+    // No rollout sets that field: the webhook need not read the Canaries again.
+    assert!(!person.rollout_may_be_stale);
+    assert!(
+        person
+            .message
+            .contains("spec.revisionHistoryLimit is not set in Git"),
+        "{}",
+        person.message
+    );
+    let controller = update(
+        &old,
+        &new,
+        "system:serviceaccount:kube-system:deployment-controller",
+        &[],
+    );
+    assert!(decide_now(&h, &controller).allowed);
+    // Git's own fields are Git's, whoever writes.
+    let mut scaled = old.clone();
+    scaled["spec"]["replicas"] = 5.into();
+    let verdict = decide_now(
+        &h,
+        &update(&old, &scaled, "system:kube-controller-manager", &[]),
+    );
+    assert_eq!(verdict.reason, Reason::FieldChanged);
+}
+
+#[test]
+fn a_changed_list_element_is_named_by_its_path() {
+    let h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    let mut new = old.clone();
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "web:evil".into();
+    let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert!(
+        verdict.message.contains(
+            r#"spec.template.spec.containers[0].image is "web:2" in Git, the write makes it "web:evil""#
+        ),
+        "{}",
+        verdict.message
+    );
+    assert!(
+        verdict.message.contains("project shop"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn a_sync_may_drop_what_git_let_go_but_a_person_may_not_drop_what_git_sets() {
+    let h = history(Enforcement::Enforce);
+    // The sync from c1 to c2: label tier and the old value go, as Git says.
+    let old = live("ConfigMap", "c1");
+    let new = live("ConfigMap", "c2");
+    let sync = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert!(sync.allowed, "{}", sync.message);
+    assert_eq!(sync.reason, Reason::Traceable);
+    // Removing a label Git sets is refused.
+    let mut unlabelled = new.clone();
+    unlabelled["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("app");
+    let verdict = decide_now(&h, &update(&new, &unlabelled, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::LabelChanged);
+    // Going back to c1 by hand is a downgrade.
+    let back = decide_now(&h, &update(&new, &old, "alice", &[]));
+    assert_eq!(back.reason, Reason::Downgrade);
+}
+
+#[test]
+fn break_glass_takes_its_group_a_reason_and_a_bounded_expiry() {
+    let h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let now = jiff::Timestamp::now();
+    let with = |expires: jiff::Timestamp| {
+        let mut new = old.clone();
+        new["data"]["value"] = "incident".into();
+        new["metadata"]["annotations"][BREAK_GLASS_REASON] = "INC-1".into();
+        new["metadata"]["annotations"][BREAK_GLASS_EXPIRES] = expires.to_string().into();
+        new
+    };
+    let policy = Policy::default();
+    let glass = ["gitops:break-glass"];
+    let run = |new: &Value, groups: &[&str]| {
+        decide(
+            &update(&old, new, "alice", groups),
+            Scope::Enforce,
+            &policy,
+            &h,
+            None,
+            now,
+        )
+    };
+    let ok = run(&with(now + jiff::SignedDuration::from_hours(2)), &glass);
+    assert!(ok.allowed);
+    assert_eq!(ok.outcome, Some(Outcome::BreakGlass));
+    assert_eq!(
+        ok.break_glass.as_ref().map(|b| b.reason.as_str()),
+        Some("INC-1")
+    );
+    let far = run(&with(now + jiff::SignedDuration::from_hours(48)), &glass);
+    assert_eq!(far.reason, Reason::BreakGlassInvalid);
+    assert!(
+        far.message.contains("configured maximum"),
+        "{}",
+        far.message
+    );
+    let outsider = run(&with(now + jiff::SignedDuration::from_hours(2)), &[]);
+    assert_eq!(
+        (outsider.allowed, outsider.reason),
+        (false, Reason::FieldChanged)
+    );
+}
+
+#[test]
+fn warn_lives_on_the_project_and_only_where_it_deploys() {
+    let old = live("ConfigMap", "c2");
+    let mut new = old.clone();
+    new["data"]["value"] = "3".into();
+    // The project in warn mode: admitted with a warning, and kept.
+    let warned = decide_now(
+        &history(Enforcement::Warn),
+        &update(&old, &new, "alice", &[]),
+    );
+    assert!(warned.allowed);
+    assert_eq!(warned.outcome, Some(Outcome::Warned));
+    assert!(
+        warned.warnings[0].contains("warn mode"),
+        "{:?}",
+        warned.warnings
+    );
+    // A namespace labelled warn warns whatever the project says.
+    let h = history(Enforcement::Enforce);
+    let in_warn = decide_in(&h, &update(&old, &new, "alice", &[]), Scope::Warn);
+    assert_eq!(in_warn.outcome, Some(Outcome::Warned));
+    // A warn-mode project cannot weaken a namespace it does not deploy to.
+    let mut elsewhere = history(Enforcement::Warn);
+    let mut project = (*elsewhere.project.clone().expect("project")).clone();
+    project.spec.destinations = vec!["shop-*".into()];
+    project.spec.app_namespaces = vec!["shop".into()];
+    elsewhere.project = Some(Arc::new(project));
+    let refused = decide_now(&elsewhere, &update(&old, &new, "alice", &[]));
+    assert_eq!(
+        (refused.allowed, refused.reason),
+        (false, Reason::ProjectForbids)
+    );
+    assert!(
+        refused
+            .message
+            .contains("does not allow writes into namespace shop"),
+        "{}",
+        refused.message
+    );
+}
+
+#[test]
+fn every_app_needs_a_project_that_permits_it() {
+    let old = live("ConfigMap", "c2");
+    let mut new = old.clone();
+    new["data"]["value"] = "2".into();
+    let mut h = history(Enforcement::Enforce);
+    h.project = None;
+    // A sync of the app is refused while its project does not exist.
+    let verdict = decide_now(&h, &update(&old, &new, "agent", &[]));
+    assert_eq!(verdict.reason, Reason::UnknownProject);
+    assert!(
+        verdict.message.contains("kubectl gitops project add shop"),
+        "{}",
+        verdict.message
+    );
+    // A project that does not list the app's repository refuses its writes too.
+    let mut h = history(Enforcement::Enforce);
+    let mut project = (*h.project.clone().expect("project")).clone();
+    project.spec.sources[0].repo = "https://git.example/payments/*".into();
+    h.project = Some(Arc::new(project.clone()));
+    assert_eq!(
+        decide_now(&h, &update(&old, &new, "agent", &[])).reason,
+        Reason::ProjectForbids
+    );
+    // Nor kinds it denies.
+    project.spec.sources[0].repo = "https://git.example/*".into();
+    project.spec.namespaced_kinds.deny =
+        vec![crate::project::KindPattern::parse("ConfigMap").expect("a kind")];
+    h.project = Some(Arc::new(project));
+    let verdict = decide_now(&h, &update(&old, &new, "agent", &[]));
+    assert_eq!(verdict.reason, Reason::ProjectForbids);
+    assert!(
+        verdict.message.contains("denies namespaced kind ConfigMap"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn objects_a_controller_derives_pass_but_the_same_write_by_a_person_does_not() {
+    let h = history(Enforcement::Enforce);
+    let mut replica_set = live("Deployment", "c2");
+    replica_set["kind"] = "ReplicaSet".into();
+    replica_set["metadata"]["name"] = "web-5d4f".into();
+    replica_set["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-1", "controller": true}]);
+    let request = create(
+        &replica_set,
+        "system:serviceaccount:kube-system:deployment-controller",
+    );
+    assert_eq!(decide_now(&h, &request).reason, Reason::Controller);
+    let request = create(&replica_set, "alice");
+    assert_eq!(decide_now(&h, &request).reason, Reason::NotDeclared);
+}
+
+#[test]
+fn server_defaults_pass_but_what_a_writer_adds_beside_git_does_not() {
+    let h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    // The sync of c2 again after Git gained a sidecar: the server's defaults inside it are no
+    // one's.
+    let mut h2 = h.clone();
+    let c2_sidecar = C2.replace(
+        "containers: [{name: main, image: 'web:2'}]",
+        "containers: [{name: main, image: 'web:2'}, {name: proxy, image: 'proxy:1', args: []}]",
+    );
+    h2.files.insert(("c2", "web.yaml"), manifests(&c2_sidecar));
+    let mut with_sidecar = old.clone();
+    with_sidecar["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(
+            json!({"name": "proxy", "image": "proxy:1", "imagePullPolicy": "IfNotPresent",
+            "terminationMessagePath": "/dev/termination-log"}),
+        );
+    let mut applied = manifests(&c2_sidecar)
+        .iter()
+        .find(|m| m.kind() == "Deployment")
+        .map(|m| m.object.clone())
+        .expect("declared");
+    Provenance::read(&old)
+        .expect("provenance")
+        .stamp(&mut applied);
+    owned_by(&mut with_sidecar, "kubectl-gitops", &applied);
+    let sync = decide_now(&h2, &update(&old, &with_sidecar, "alice", &[]));
+    assert!(sync.allowed, "{}", sync.message);
+    // The same sidecar with a field a person sent along is theirs, not the server's.
+    let mut extra = with_sidecar.clone();
+    extra["spec"]["template"]["spec"]["containers"][1]["securityContext"] =
+        json!({"privileged": true});
+    let mut sent = applied.clone();
+    sent["spec"]["template"]["spec"]["containers"][1]["securityContext"] =
+        json!({"privileged": true});
+    owned_by(&mut extra, "kubectl-edit", &sent);
+    let verdict = decide_now(&h2, &update(&old, &extra, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("securityContext"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn a_create_may_carry_server_defaults_but_no_field_its_writer_set_beside_git() {
+    let h = history(Enforcement::Enforce);
+    // A sync creates the ConfigMap; the server derives labels nobody sent (as for a Job).
+    let mut object = live("ConfigMap", "c2");
+    object["metadata"]["labels"]["derived-by-server"] = "yes".into();
+    assert!(decide_now(&h, &create(&object, "agent")).allowed);
+    // A person creating the just-merged object first, with an extra key: refused, so nothing
+    // survives the sync that follows.
+    let mut extra = object.clone();
+    extra["data"]["debug"] = "true".into();
+    let sent = extra.clone();
+    owned_by(&mut extra, "kubectl-create", &sent);
+    let verdict = decide_now(&h, &create(&extra, "alice"));
+    assert_eq!(
+        verdict.reason,
+        Reason::ContentDiffers,
+        "{}",
+        verdict.message
+    );
+    assert!(
+        verdict.message.contains("data.debug"),
+        "{}",
+        verdict.message
+    );
+    // Labels a person sends are theirs too.
+    let mut labelled = object.clone();
+    let sent = labelled.clone();
+    owned_by(&mut labelled, "kubectl-create", &sent);
+    assert_eq!(
+        decide_now(&h, &create(&labelled, "alice")).reason,
+        Reason::LabelChanged
+    );
+}
+
+#[test]
+fn removing_a_value_git_sets_is_refused_even_when_it_is_empty_or_false() {
+    let mut h = history(Enforcement::Enforce);
+    let yaml = C2.replace(
+        "containers: [{name: main, image: 'web:2'}]",
+        "automountServiceAccountToken: false\n      containers: [{name: main, image: 'web:2'}]",
+    );
+    h.files.insert(("c2", "web.yaml"), manifests(&yaml));
+    let mut old = live("Deployment", "c2");
+    old["spec"]["template"]["spec"]["automountServiceAccountToken"] = false.into();
+    let mut removed = old.clone();
+    removed["spec"]["template"]["spec"]
+        .as_object_mut()
+        .expect("pod spec")
+        .remove("automountServiceAccountToken");
+    let verdict = decide_now(&h, &update(&old, &removed, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+    assert!(
+        verdict
+            .message
+            .contains("automountServiceAccountToken is false in Git, the write makes it unset"),
+        "{}",
+        verdict.message
+    );
+    // A value the server never stored (an empty one it leaves out) is not missing.
+    let mut stored_without = old.clone();
+    stored_without["spec"]["template"]["spec"]
+        .as_object_mut()
+        .expect("pod spec")
+        .remove("automountServiceAccountToken");
+    assert!(decide_now(&h, &create(&stored_without, "agent")).allowed);
+}
+
+#[test]
+fn strings_are_compared_as_written_outside_quantity_fields() {
+    let h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let mut new = old.clone();
+    new["data"]["value"] = "2000m".into();
+    let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+}
+
+#[test]
+fn a_deletecollection_is_decided_object_by_object() {
+    let h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let mut request = review("DELETE", Some(&old), None, "alice", &[]);
+    // The per-object review of a DELETECOLLECTION names no object.
+    request.name = String::new();
+    let verdict = decide_now(&h, &request);
+    assert_eq!(
+        verdict.reason,
+        Reason::DeleteOnBranch,
+        "{}",
+        verdict.message
+    );
+    assert!(
+        verdict.message.contains("ConfigMap shop/settings"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn the_objects_of_a_deleted_app_stay_guarded() {
+    let mut h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let mut orphan = old.clone();
+    orphan["metadata"]["annotations"][APP_ANNOTATION] = "shop/deleted".into();
+    let mut touched = orphan.clone();
+    touched["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+    let gc = update(
+        &orphan,
+        &touched,
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        &[],
+    );
+    assert_eq!(decide_now(&h, &gc).reason, Reason::Controller);
+    assert_eq!(
+        decide_now(&h, &update(&orphan, &touched, "alice", &[])).reason,
+        Reason::UnknownApp
+    );
+    let delete = review("DELETE", Some(&orphan), None, "alice", &[]);
+    assert_eq!(decide_now(&h, &delete).reason, Reason::UnknownApp);
+    let namespace_controller = review(
+        "DELETE",
+        Some(&orphan),
+        None,
+        "system:serviceaccount:kube-system:namespace-controller",
+        &[],
+    );
+    assert!(decide_now(&h, &namespace_controller).allowed);
+    // Defined again with no sync recorded: creating one of its objects from an older commit
+    // than the head declares is a downgrade.
+    let mut fresh = (*h.app).clone();
+    fresh.status = None;
+    h.app = Arc::new(fresh);
+    let older = live("ConfigMap", "c1");
+    let verdict = decide_now(&h, &create(&older, "alice"));
+    assert_eq!(verdict.reason, Reason::Downgrade, "{}", verdict.message);
+    assert!(decide_now(&h, &create(&live("ConfigMap", "c2"), "agent")).allowed);
+}
+
+#[test]
+fn a_terminating_object_may_only_let_its_finalizers_go() {
+    let h = history(Enforcement::Enforce);
+    let mut terminating = live("ConfigMap", "c2");
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+    terminating["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+    let mut released = terminating.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let verdict = decide_now(&h, &update(&terminating, &released, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::Terminating);
+    let mut changed = terminating.clone();
+    changed["data"]["value"] = "evil".into();
+    assert_eq!(
+        decide_now(&h, &update(&terminating, &changed, "alice", &[])).reason,
+        Reason::FieldChanged
+    );
+}
+
+#[test]
+fn an_object_changes_app_only_once_the_app_that_declares_it_lets_go() {
+    let h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let mut claimed = old.clone();
+    claimed["metadata"]["annotations"][APP_ANNOTATION] = "shop/other".into();
+    let verdict = decide_now(&h, &update(&old, &claimed, "alice", &[]));
+    assert!(!verdict.allowed);
+    // The other app does not exist: no claim passes for it.
+    assert_eq!(verdict.reason, Reason::UnknownApp);
+    // From an app that no longer exists, the object may be taken back by a traceable write.
+    let mut orphan = old.clone();
+    orphan["metadata"]["annotations"][APP_ANNOTATION] = "shop/gone".into();
+    let verdict = decide_now(&h, &update(&orphan, &old, "agent", &[]));
+    assert!(verdict.allowed, "{}", verdict.message);
+}
+
+#[test]
+fn subresources_without_git_meaning_are_for_controllers_and_connections_for_projects() {
+    let mut h = history(Enforcement::Enforce);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop"}});
+    let sub = |operation: &str, resource: &str, subresource: &str, user: &str, groups: &[&str]| {
+        let request: AdmissionRequest = serde_json::from_value(json!({
+            "uid": "1", "operation": operation, "name": "web-1", "namespace": "shop",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": resource},
+            "subResource": subresource,
+            "userInfo": {"username": user, "groups": groups},
+            "object": pod, "oldObject": pod
+        }))
+        .expect("a request");
+        request
+    };
+    let debug = sub("UPDATE", "pods", "ephemeralcontainers", "alice", &[]);
+    let verdict = decide_now(&h, &debug);
+    assert_eq!(verdict.reason, Reason::SubresourceDenied);
+    assert_eq!(verdict.outcome, Some(Outcome::Denied));
+    let member = sub(
+        "UPDATE",
+        "pods",
+        "ephemeralcontainers",
+        "alice",
+        &["gitops:break-glass"],
+    );
+    assert_eq!(decide_now(&h, &member).outcome, Some(Outcome::BreakGlass));
+    let kubelet = sub(
+        "CREATE",
+        "serviceaccounts",
+        "token",
+        "system:node:n1",
+        &["system:nodes"],
+    );
+    assert!(decide_now(&h, &kubelet).allowed);
+    assert!(!decide_now(&h, &sub("CREATE", "serviceaccounts", "token", "alice", &[])).allowed);
+    assert!(decide_now(&h, &sub("CREATE", "pods", "eviction", "alice", &[])).allowed);
+
+    let exec = sub("CONNECT", "pods", "exec", "alice", &[]);
+    let refused = decide_now(&h, &exec);
+    assert_eq!(refused.reason, Reason::ConnectDenied);
+    assert_eq!(refused.outcome, Some(Outcome::Denied));
+    assert!(
+        refused.message.contains("project shop does not allow"),
+        "{}",
+        refused.message
+    );
+    let mut project = (*h.project.clone().expect("project")).clone();
+    project.spec.connect = ConnectPolicy::Allow;
+    h.project = Some(Arc::new(project));
+    let allowed = decide_now(&h, &exec);
+    assert!(allowed.allowed);
+    assert_eq!(allowed.outcome, Some(Outcome::Admitted), "kept for audit");
+    // In a namespace labelled warn: admitted with a warning, and kept.
+    h.project = None;
+    assert_eq!(
+        decide_in(&h, &exec, Scope::Warn).outcome,
+        Some(Outcome::Warned)
+    );
+}
+
+#[test]
+fn audit_records_are_kept_as_written() {
+    let h = history(Enforcement::Enforce);
+    let record = json!({"apiVersion": "gitops.kubectl-gitops.dev/v1alpha1", "kind": "AuditRecord",
+        "metadata": {"name": "r1", "namespace": "shop"}, "spec": {"reason": "field-changed"}});
+    let mut request = review(
+        "DELETE",
+        Some(&record),
+        None,
+        "alice",
+        &["gitops:break-glass"],
+    );
+    request.resource.group = crate::provenance::API_GROUP.into();
+    request.resource.resource = "auditrecords".into();
+    let verdict = decide_now(&h, &request);
+    assert_eq!(
+        (verdict.allowed, verdict.reason),
+        (false, Reason::RecordKept)
+    );
+    request.user_info.username = "system:serviceaccount:kube-system:namespace-controller".into();
+    assert!(decide_now(&h, &request).allowed);
+}
+
+fn app_status(last: Option<&str>, rollback: Option<&str>) -> Value {
+    let mut app = serde_json::to_value(super::fixture::app()).expect("an app serialises");
+    app["status"] = json!({"lastSyncedCommit": last, "rollback": rollback});
+    app
+}
+
+fn status_write(old: &Value, new: &Value, groups: &[&str]) -> AdmissionRequest {
+    let mut request = update(old, new, "alice", groups);
+    request.kind.kind = "App".into();
+    request.kind.group = crate::provenance::API_GROUP.into();
+    request.resource.resource = "apps".into();
+    request.sub_resource = Some("status".into());
+    request
+}
+
+#[test]
+fn an_apps_status_says_only_what_a_sync_made_true() {
+    let h = history(Enforcement::Enforce);
+    // A sync moves the synced commit forward.
+    let forward = status_write(
+        &app_status(Some("c1"), None),
+        &app_status(Some("c2"), None),
+        &[],
+    );
+    assert!(decide_in(&h, &forward, Scope::Apps).allowed);
+    // Moving it back, or recording a rollback, makes an older commit admissible: refused.
+    let back = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c1"), None),
+        &[],
+    );
+    assert_eq!(
+        decide_in(&h, &back, Scope::Apps).reason,
+        Reason::StatusNotExplained
+    );
+    let rollback = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c2"), Some("c1")),
+        &[],
+    );
+    let refused = decide_in(&h, &rollback, Scope::Apps);
+    assert_eq!(refused.reason, Reason::StatusNotExplained);
+    assert!(
+        refused.message.contains("break-glass"),
+        "{}",
+        refused.message
+    );
+    // By a member of the break-glass group it is admitted, and kept.
+    let glass = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c2"), Some("c1")),
+        &["gitops:break-glass"],
+    );
+    let verdict = decide_in(&h, &glass, Scope::Apps);
+    assert!(verdict.allowed);
+    assert_eq!(verdict.outcome, Some(Outcome::BreakGlass));
+    // A commit that is not on the branch is never synced.
+    let unknown = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("cX"), None),
+        &[],
+    );
+    assert!(!decide_in(&h, &unknown, Scope::Apps).allowed);
+    // A write that leaves both alone passes (a failed sync recorded).
+    let same = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c2"), None),
+        &[],
+    );
+    assert!(decide_in(&h, &same, Scope::Apps).allowed);
+}
+
+#[test]
+fn a_canarys_stable_commit_never_moves_back() {
+    let h = history(Enforcement::Enforce);
+    let canary = |stable: &str| {
+        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
+        c["status"]["stableCommit"] = stable.into();
+        Provenance {
+            commit: "c2".into(),
+            app: "shop/web".into(),
+            source_path: "web.yaml".into(),
+        }
+        .stamp(&mut c);
+        c
+    };
+    let write = |old: &Value, new: &Value| {
+        let mut request = update(old, new, "alice", &[]);
+        request.resource.group = crate::provenance::API_GROUP.into();
+        request.resource.resource = "canaries".into();
+        request.sub_resource = Some("status".into());
+        request
+    };
+    assert!(decide_now(&h, &write(&canary("c1"), &canary("c2"))).allowed);
+    let back = decide_now(&h, &write(&canary("c2"), &canary("c1")));
+    assert_eq!(back.reason, Reason::StatusNotExplained, "{}", back.message);
+}
+
+#[test]
+fn an_app_keeps_its_source_and_its_project_unless_git_changes_them() {
+    let h = history(Enforcement::Enforce);
+    let old = serde_json::to_value(&*h.app).expect("an app serialises");
+    let mut moved = old.clone();
+    moved["spec"]["project"] = "other".into();
+    let mut request = update(&old, &moved, "alice", &[]);
+    request.kind.kind = "App".into();
+    let verdict = decide_in(&h, &request, Scope::Apps);
+    assert!(!verdict.allowed);
+    let mut repointed = old.clone();
+    repointed["spec"]["path"] = "other".into();
+    request.object = Some(repointed);
+    let verdict = decide_in(&h, &request, Scope::Apps);
+    assert_eq!(verdict.reason, Reason::AppRepointed);
+    assert!(
+        verdict
+            .message
+            .contains("spec.path from \".\" to \"other\""),
+        "{}",
+        verdict.message
+    );
+    let mut slower = old.clone();
+    slower["spec"]["intervalSeconds"] = 600.into();
+    request.object = Some(slower);
+    assert!(decide_in(&h, &request, Scope::Apps).allowed);
+    // A new App whose project does not permit it is refused, wherever it is defined.
+    let mut elsewhere = old.clone();
+    elsewhere["metadata"]["namespace"] = "payments".into();
+    let mut create = review(
+        "CREATE",
+        None,
+        Some(&elsewhere),
+        "alice",
+        &["gitops:break-glass"],
+    );
+    create.kind.kind = "App".into();
+    create.namespace = Some("payments".into());
+    let verdict = decide_in(&h, &create, Scope::Apps);
+    assert_eq!(verdict.reason, Reason::ProjectForbids);
+    assert!(!verdict.allowed, "break-glass does not open the trust root");
+}
+
+#[test]
+fn the_enforcement_label_is_weakened_only_by_git_or_break_glass() {
+    let h = history(Enforcement::Enforce);
+    let ns = |mode: Option<&str>| {
+        let mut labels = json!({"kubernetes.io/metadata.name": "shop"});
+        if let Some(mode) = mode {
+            labels[ENFORCEMENT_LABEL] = mode.into();
+        }
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": labels}})
+    };
+    let write = |old: &Value, new: &Value, groups: &[&str]| {
+        let mut request = update(old, new, "alice", groups);
+        request.namespace = None;
+        request
+    };
+    let removed = decide_in(
+        &h,
+        &write(&ns(Some("enforce")), &ns(None), &[]),
+        Scope::Namespaces,
+    );
+    assert_eq!(removed.reason, Reason::EnforcementChanged);
+    assert_eq!(removed.outcome, Some(Outcome::Denied));
+    let weakened = decide_in(
+        &h,
+        &write(&ns(Some("enforce")), &ns(Some("warn")), &[]),
+        Scope::Namespaces,
+    );
+    assert!(!weakened.allowed);
+    let strengthened = decide_in(
+        &h,
+        &write(&ns(Some("warn")), &ns(Some("enforce")), &[]),
+        Scope::Namespaces,
+    );
+    assert!(strengthened.allowed);
+    let mut glass = ns(None);
+    glass["metadata"]["annotations"] = json!({
+        BREAK_GLASS_REASON: "INC-7",
+        BREAK_GLASS_EXPIRES: (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string()
+    });
+    let verdict = decide_in(
+        &h,
+        &write(&ns(Some("enforce")), &glass, &["gitops:break-glass"]),
+        Scope::Namespaces,
+    );
+    assert_eq!(verdict.outcome, Some(Outcome::BreakGlass));
+}
+
+#[test]
+fn a_scale_whose_parent_is_not_an_object_is_malformed_not_a_panic() {
+    // The input the fuzzer (fuzz/, target `review`) crashed on: the review, and under `fuzz` the
+    // parent the webhook would have read.
+    let input = r#"{"request":{"uid":"","kind":{},"resource":{},"operation":"UPDATE","subResource":"scale","object":{"spec":{"replicas":0}}},"fuzz":{"parent":false}}"#;
+    let review: AdmissionReview = serde_json::from_str(input).expect("a review");
+    let request = review.request.expect("a request");
+    let crashed: Value = serde_json::from_str(input).expect("JSON");
+    let h = history(Enforcement::Enforce);
+    let now = jiff::Timestamp::now();
+    let path = ["spec".to_owned(), "replicas".to_owned()];
+    let run = |parent: &Value| {
+        decide(
+            &request,
+            Scope::Enforce,
+            &Policy::default(),
+            &h,
+            Some((parent, &path[..])),
+            now,
+        )
+    };
+    for parent in [&crashed["fuzz"]["parent"], &json!(5), &json!({"spec": "x"})] {
+        let verdict = run(parent);
+        assert_eq!(verdict.reason, Reason::Malformed, "{}", verdict.message);
+        assert!(verdict.message.contains("not an object with a spec"));
+    }
+    // A parent without a spec still takes the replicas.
+    let verdict = run(&json!({"metadata": {"name": "x"}}));
+    assert_eq!(verdict.reason, Reason::NoProvenance, "{}", verdict.message);
+}
+
+#[test]
+fn a_rollout_of_a_deployment_whose_spec_in_git_is_not_a_map_is_refused_not_a_panic() {
+    let mut h = history(Enforcement::Enforce);
+    let odd = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec: []\n";
+    h.files.insert(("c2", "web.yaml"), manifests(odd));
+    h.rollout = Some(rolling_out(50));
+    let old = live("Deployment", "c2");
+    let mut new = old.clone();
+    new["spec"]["replicas"] = 1.into();
+    let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("spec is [] in Git"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn decision_annotations_are_valid_keys_of_the_project() {
+    for key in DECISION_ANNOTATIONS.iter().chain([&ENFORCEMENT_LABEL]) {
+        assert_eq!(crate::provenance::validate_qualified_name(key), Ok(()));
+        assert!(key.starts_with(crate::provenance::API_GROUP));
+    }
+}
+
+#[test]
+fn commit_ids_that_are_not_ascii_do_not_break_messages() {
+    assert_eq!(verdict::short("ééééééééééééééé").len(), 12);
+}
