@@ -136,11 +136,7 @@ pub fn build(
     outcome: Outcome,
     fallback_namespace: &str,
 ) -> AuditRecord {
-    let namespace = request
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| fallback_namespace.to_owned());
+    let namespace = request.namespace().unwrap_or(fallback_namespace).to_owned();
     let spec = AuditRecordSpec {
         time: jiff::Timestamp::now().to_string(),
         outcome,
@@ -153,7 +149,7 @@ pub fn build(
             kind: request.kind.kind.clone(),
             resource: request.resource.resource.clone(),
             subresource: request.sub_resource.clone().filter(|s| !s.is_empty()),
-            namespace: request.namespace.clone().filter(|n| !n.is_empty()),
+            namespace: request.namespace().map(str::to_owned),
             name: request.name().to_owned(),
         },
         app: verdict.app.clone(),

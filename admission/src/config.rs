@@ -35,7 +35,7 @@ pub enum Target {
 /// decides them wherever they live), the webhook's own records as it writes them, Events,
 /// Leases and access reviews, and status subresources (the server's and controllers') except a
 /// Canary's, which the decision trusts.
-const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries'))";
+const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries'))";
 
 /// A CEL expression: the namespace label `key` differs between the old and the new object.
 fn label_changed(key: &str) -> String {
@@ -115,7 +115,7 @@ pub fn webhook_configuration(
     let namespaced_rules = json!([{
         "apiGroups": ["*"], "apiVersions": ["*"],
         "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"],
-        "resources": ["*", "*/*"],
+        "resources": ["*/*"],
         "scope": "Namespaced"
     }]);
     let mut enforce = webhook(
@@ -627,6 +627,9 @@ mod tests {
         let switch = webhooks[4]["matchConditions"][0]["expression"]
             .as_str()
             .expect("a condition");
-        assert!(switch.contains(ENFORCEMENT_LABEL) && switch.contains("'team'"), "{switch}");
+        assert!(
+            switch.contains(ENFORCEMENT_LABEL) && switch.contains("'team'"),
+            "{switch}"
+        );
     }
 }

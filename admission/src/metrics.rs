@@ -15,6 +15,8 @@ const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     /// (verdict, reason) → count.
     verdicts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Reviews received, by the webhook of the configuration that sent them.
+    reviews: Mutex<BTreeMap<&'static str, u64>>,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
@@ -41,6 +43,12 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn reviewed(&self, scope: &'static str) {
+        if let Ok(mut map) = self.reviews.lock() {
+            *map.entry(scope).or_default() += 1;
+        }
     }
 
     pub fn fetched(&self, repo: &str, ok: bool) {
@@ -88,6 +96,15 @@ impl Metrics {
                     out,
                     "{p}_verdicts_total{{verdict=\"{verdict}\",reason=\"{reason}\"}} {n}"
                 );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {p}_reviews_total Reviews received, by the webhook (scope) that sent them.\n# TYPE {p}_reviews_total counter"
+        );
+        if let Ok(map) = self.reviews.lock() {
+            for (scope, n) in map.iter() {
+                let _ = writeln!(out, "{p}_reviews_total{{scope=\"{scope}\"}} {n}");
             }
         }
         let _ = writeln!(

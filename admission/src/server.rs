@@ -96,6 +96,7 @@ async fn validate(
             ),
         );
     };
+    webhook.metrics.reviewed(scope.as_str());
     let review: AdmissionReview = match serde_json::from_slice(&body) {
         Ok(review) => review,
         Err(e) => return bad_request(&webhook, format!("the body is not an AdmissionReview: {e}")),

@@ -299,8 +299,22 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
         "downgrade",
         &["is older than"],
     );
-    // An operator's rollback with `sync --revision` is not.
-    s.gitops.ok(&["sync", "web", "--revision", &s.first]);
+    // A rollback with `sync --revision` is not, by a member of the break-glass group (it is
+    // recorded); anyone else's is refused.
+    let refused = s.gitops.run(&["sync", "web", "--revision", &s.first]);
+    refused.assert_failed_saying(&["status-not-explained", "break-glass"]);
+    s.gitops.ok(&[
+        "--as",
+        "localcluster-admin",
+        "--as-group",
+        "system:masters",
+        "--as-group",
+        "gitops:break-glass",
+        "sync",
+        "web",
+        "--revision",
+        &s.first,
+    ]);
     assert_eq!(get(ns, "configmap/settings")["data"]["value"], "1");
     s.gitops.ok(&["sync", "web"]);
     assert_eq!(get(ns, "configmap/settings")["data"]["value"], "2");
@@ -347,8 +361,13 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
     }
     assert_eq!(
         all.len(),
-        expected.len() + 1,
-        "one record per refused write (two label changes)"
+        expected.len() + 3,
+        "one record per refused write (two label changes, a rollback refused, one admitted)"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r["spec"]["outcome"] == "BreakGlass" && r["spec"]["object"]["kind"] == "App"),
+        "the rollback is on record: {all:#?}"
     );
     let edit = record_for(ns, "field-changed");
     let spec = &edit["spec"];

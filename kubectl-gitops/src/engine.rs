@@ -382,9 +382,11 @@ async fn apply_over(
 ) -> anyhow::Result<Value> {
     let object = stamped(r, app, commit, replicas);
     let broken_glass = before.is_some_and(has_break_glass_marks);
+    let mut stored = object.clone();
+    normalise::as_stored(&mut stored);
     if let Some(before) = before
         && !broken_glass
-        && normalise::contains(before, &object)
+        && normalise::contains(before, &stored)
     {
         return Ok(before.clone());
     }

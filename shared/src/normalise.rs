@@ -182,6 +182,32 @@ pub fn is_quantity_field(path: &[&str]) -> bool {
     }
 }
 
+/// A manifest as the apiserver stores it, where it stores it in another shape: a Secret's
+/// write-only `stringData` is merged into `data` (base64), which is what the live object and
+/// every review carry.
+pub fn as_stored(object: &mut Value) {
+    use base64::Engine as _;
+    if object["kind"] != "Secret" || object["apiVersion"] != "v1" {
+        return;
+    }
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = Value::Object(Default::default());
+    }
+    for (key, value) in strings {
+        let text = match value {
+            Value::String(text) => text,
+            other => other.to_string(),
+        };
+        object["data"][key] = base64::engine::general_purpose::STANDARD
+            .encode(text)
+            .into();
+    }
+}
+
 /// Whether a value is one the apiserver leaves out when it stores an object (`omitempty`).
 pub fn is_empty_value(value: &Value) -> bool {
     match value {
@@ -360,6 +386,18 @@ mod tests {
         ] {
             assert!(!is_quantity_field(path), "{path:?}");
         }
+    }
+
+    #[test]
+    fn a_secrets_string_data_is_compared_as_the_data_it_becomes() {
+        let mut git = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "stringData": {"token": "v1"}, "data": {"other": "eA=="}});
+        as_stored(&mut git);
+        assert_eq!(git["data"], json!({"token": "djE=", "other": "eA=="}));
+        assert!(git.get("stringData").is_none());
+        let mut config = json!({"apiVersion": "v1", "kind": "ConfigMap", "stringData": {"a": "b"}});
+        as_stored(&mut config);
+        assert_eq!(config["stringData"]["a"], "b");
     }
 
     #[test]

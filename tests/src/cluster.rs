@@ -132,8 +132,8 @@ fn start_owned() -> Cluster {
 }
 
 /// The project Apps name when they name none, as the suites define it: every repository they
-/// serve (file:// and loopback HTTP(S)), any branch, any namespace, any kind. The suites that
-/// prove the trust boundary define narrow projects of their own.
+/// serve (file:// and loopback HTTP(S)), any branch, any kind, any namespace but those of the
+/// trust-boundary suite (`e2e-bnd-*`), which define narrow projects of their own.
 pub const DEFAULT_PROJECT: &str = "apiVersion: gitops.kubectl-gitops.dev/v1alpha1
 kind: Project
 metadata:
@@ -144,7 +144,7 @@ spec:
   - {repo: 'file:///*', branches: ['*']}
   - {repo: 'http://127.0.0.1:*', branches: ['*']}
   - {repo: 'https://127.0.0.1:*', branches: ['*']}
-  destinations: ['*']
+  destinations: ['*', '!e2e-bnd-*']
   clusterKinds:
     allow: [{group: '*', kind: '*'}]
 ";

@@ -253,6 +253,7 @@ impl Decision<'_> {
             Some((m, replicas)) => canary::stable_copy(&m.object, *replicas),
             None => declared.object.clone(),
         };
+        crate::normalise::as_stored(&mut wanted);
         if stable.is_none()
             && let Some(replicas) = self.rollout_replicas(declared)
         {
@@ -285,9 +286,11 @@ impl Decision<'_> {
                         )
                         .ok()
                         .and_then(|ms| {
-                            ms.iter()
-                                .find(|m| self.declares(m, &old_app))
-                                .map(|m| m.object.clone())
+                            ms.iter().find(|m| self.declares(m, &old_app)).map(|m| {
+                                let mut object = m.object.clone();
+                                crate::normalise::as_stored(&mut object);
+                                object
+                            })
                         })
                 })
             }
@@ -307,7 +310,7 @@ impl Decision<'_> {
             let reason = match first.kind {
                 ChangeKind::Label => Reason::LabelChanged,
                 ChangeKind::Annotation => Reason::AnnotationChanged,
-                _ if self.write.scale && first.path.ends_with("replicas") => Reason::ScaleManaged,
+                _ if self.write.scale => Reason::ScaleManaged,
                 _ if commit_changed || old.is_none() => Reason::ContentDiffers,
                 _ => Reason::FieldChanged,
             };

@@ -110,9 +110,13 @@ impl AdmissionRequest {
             .unwrap_or_default()
     }
 
-    /// The namespace of the object, `None` for a cluster-scoped one.
+    /// The namespace of the object, `None` for a cluster-scoped one. (The apiserver names a
+    /// Namespace's own name as the namespace of its review; a Namespace is cluster-scoped.)
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref().filter(|ns| !ns.is_empty())
+        let a_namespace = self.resource.group.is_empty() && self.resource.resource == "namespaces";
+        self.namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty() && !a_namespace)
     }
 
     /// `Kind namespace/name`, the way messages name the object.

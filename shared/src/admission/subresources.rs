@@ -316,9 +316,14 @@ fn connect(
 ) -> Result<Verdict, Violation> {
     let namespace = request.namespace().unwrap_or_default();
     let what = format!(
-        "{} into {}",
+        "{} into {} {namespace}/{}",
         request.subresource().unwrap_or("connect"),
-        request.object_name()
+        request
+            .resource
+            .resource
+            .strip_suffix('s')
+            .unwrap_or(&request.resource.resource),
+        request.name()
     );
     let projects: Vec<_> = knowledge
         .projects()

@@ -112,20 +112,36 @@ impl<'v> Ownership<'v> {
         }
     }
 
-    /// Whether some field manager set the field at `path` (or a field inside it).
-    pub fn owns(&self, path: &[Seg<'_>]) -> bool {
+    /// Who set the field at `path` (or a field inside it).
+    pub fn owner(&self, path: &[Seg<'_>]) -> Owned {
         match self {
-            Ownership::Everything => true,
-            Ownership::Managers(trees) => trees.iter().any(|tree| owned_in(tree, path)),
+            Ownership::Everything => Owned::Exactly,
+            Ownership::Managers(trees) => trees
+                .iter()
+                .map(|tree| owned_in(tree, path))
+                .max()
+                .unwrap_or(Owned::No),
         }
     }
 }
 
-fn owned_in(tree: &Value, path: &[Seg<'_>]) -> bool {
+/// Whether a field is a writer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Owned {
+    /// No manager set it: the server did (a default, an allocated value, admission).
+    No,
+    /// It lies inside a structure a manager set as a whole (an atomic list): the writer's,
+    /// unless it is a value the server fills in there (see [`known_default`]).
+    Within,
+    /// A manager set exactly this field.
+    Exactly,
+}
+
+fn owned_in(tree: &Value, path: &[Seg<'_>]) -> Owned {
     let mut node = tree;
-    for seg in path {
+    for (depth, seg) in path.iter().enumerate() {
         let Some(map) = node.as_object() else {
-            return false;
+            return Owned::No;
         };
         let next = match seg {
             Seg::Key(key) => map.get(&format!("f:{key}")),
@@ -134,14 +150,33 @@ fn owned_in(tree: &Value, path: &[Seg<'_>]) -> bool {
                 .find_map(|(key, child)| element_matches(key, *index, value).then_some(child)),
         };
         match next {
-            None => return false,
+            None => return Owned::No,
             // An empty set at a field: the manager set the field as a whole (a scalar, an
             // atomic list or map), so everything inside it.
-            Some(child) if child.as_object().is_some_and(|m| m.is_empty()) => return true,
+            Some(child) if child.as_object().is_some_and(|m| m.is_empty()) => {
+                return if depth + 1 == path.len() {
+                    Owned::Exactly
+                } else {
+                    Owned::Within
+                };
+            }
             Some(child) => node = child,
         }
     }
-    true
+    Owned::Exactly
+}
+
+/// Values the apiserver fills in while it decodes a request, inside structures a writer owns
+/// as a whole (atomic lists): managed fields cannot tell them from what the writer sent, so
+/// they are known by place and value. Anything else inside such a structure is the writer's.
+pub(crate) fn known_default(path: &[&str], value: &Value) -> bool {
+    match path {
+        // RBAC subjects: the API group of a User or Group, none for a ServiceAccount.
+        [.., "subjects", _, "apiGroup"] => value == "rbac.authorization.k8s.io" || value == "",
+        // NetworkPolicy rules: a port's protocol.
+        [.., "ingress" | "egress", _, "ports", _, "protocol"] => value == "TCP",
+        _ => false,
+    }
 }
 
 /// Whether a `fieldsV1` key names the list element `value` at `index`: by its merge keys
@@ -290,10 +325,12 @@ impl Walk<'_, '_> {
                 }
             }
             None => {
-                let allowed = new.is_none()
-                    || self.controller
-                    || released.is_some()
-                    || !self.ownership.owns(segs);
+                let server_set = |value: &Value| match self.ownership.owner(segs) {
+                    Owned::No => true,
+                    Owned::Within => known_default(labels, value),
+                    Owned::Exactly => false,
+                };
+                let allowed = self.controller || released.is_some() || new.is_none_or(server_set);
                 if !allowed {
                     self.push(labels, kind, None, new);
                 }
@@ -361,7 +398,7 @@ mod tests {
         let side = json!({"name": "side"});
         let a = json!("a");
         let b = json!("b");
-        let path = |segs: &[Seg<'_>]| o.owns(segs);
+        let path = |segs: &[Seg<'_>]| o.owner(segs) != Owned::No;
         assert!(path(&[
             Seg::Key("spec"),
             Seg::Key("containers"),
@@ -396,8 +433,35 @@ mod tests {
             Seg::Elem(1, &b)
         ]));
         assert!(!path(&[Seg::Key("status")]));
+        assert_eq!(
+            o.owner(&[Seg::Key("spec"), Seg::Key("args"), Seg::Elem(3, &a)]),
+            Owned::Within
+        );
         // Without managed fields, and for a scale, the writer owns everything.
-        assert!(Ownership::of(Some(&json!({})), false).owns(&[Seg::Key("x")]));
-        assert!(Ownership::of(Some(&object), true).owns(&[Seg::Key("status")]));
+        assert_eq!(
+            Ownership::of(Some(&json!({})), false).owner(&[Seg::Key("x")]),
+            Owned::Exactly
+        );
+        assert_eq!(
+            Ownership::of(Some(&object), true).owner(&[Seg::Key("status")]),
+            Owned::Exactly
+        );
+        // What the server fills in inside a list set as a whole is known by place and value.
+        assert!(known_default(
+            &["subjects", "[0]", "apiGroup"],
+            &json!("rbac.authorization.k8s.io")
+        ));
+        assert!(known_default(
+            &["spec", "ingress", "[0]", "ports", "[1]", "protocol"],
+            &json!("TCP")
+        ));
+        assert!(!known_default(
+            &["spec", "ingress", "[0]", "ports", "[1]", "protocol"],
+            &json!("UDP")
+        ));
+        assert!(!known_default(
+            &["spec", "ingress", "[0]", "from"],
+            &json!([])
+        ));
     }
 }
