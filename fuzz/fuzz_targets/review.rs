@@ -4,7 +4,8 @@
 //! The review may carry a top-level `fuzz` object, which the webhook's decoding ignores, with
 //! what the webhook would otherwise read from the cluster:
 //! `{"parent": <live object of a scale>, "rollout": <CanaryStatus of web's Canary>,
-//!   "appStatus": <AppStatus of shop/web>, "enforcement": "Enforce" | "Warn"}`.
+//!   "appStatus": <AppStatus of shop/web>, "enforcement": "Enforce" | "Warn" (of its project),
+//!   "noProject": true}`.
 //! Without it, the parent and the rollout are picked from the input's length.
 
 #![no_main]
@@ -15,14 +16,15 @@ use std::sync::{Arc, LazyLock};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use shared::admission::fixture::{self, History};
-use shared::admission::{self, AdmissionReview, Policy, Scope};
-use shared::app::{App, AppStatus, Enforcement};
+use shared::admission::{self, AdmissionReview, Outcome, Policy, Scope};
+use shared::app::{App, AppStatus};
+use shared::project::Enforcement;
 use shared::canary::{Canary, CanarySpec, CanaryStatus, Phase};
 use shared::manifest::Manifest;
 
-/// App `shop/web` with the decision's in-memory history (`shared::admission::fixture`: commits
-/// c1 ← c2 on main, a ConfigMap and a Deployment in `web.yaml`), loaded once, and the strategy
-/// of a Canary of Deployment `web`.
+/// App `shop/web` of project `shop` with the decision's in-memory history
+/// (`shared::admission::fixture`: commits c1 ← c2 on main, a ConfigMap and a Deployment in
+/// `web.yaml`), loaded once, and the strategy of a Canary of Deployment `web`.
 struct Fixture {
     app: App,
     files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
@@ -30,7 +32,7 @@ struct Fixture {
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| Fixture {
-    app: fixture::app(Enforcement::Enforce),
+    app: fixture::app(),
     files: fixture::files(),
     strategy: serde_json::from_value(serde_json::json!({
         "target": "web",
@@ -66,9 +68,12 @@ fuzz_target!(|data: &[u8]| {
 
     let mut app = FIXTURE.app.clone();
     app.status = serde_json::from_value::<AppStatus>(knobs["appStatus"].clone()).ok();
-    if knobs["enforcement"] == "Warn" {
-        app.spec.enforcement = Enforcement::Warn;
-    }
+    let enforcement = if knobs["enforcement"] == "Warn" {
+        Enforcement::Warn
+    } else {
+        Enforcement::Enforce
+    };
+    let project = (knobs["noProject"] != true).then(|| Arc::new(fixture::project(enforcement)));
     let status = match &knobs["rollout"] {
         Value::Null => (data.len() % 2 == 1).then(default_rollout),
         given => serde_json::from_value::<CanaryStatus>(given.clone()).ok(),
@@ -81,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let history = History {
         app: Arc::new(app),
+        project,
         files: FIXTURE.files.clone(),
         rollout,
     };
@@ -103,12 +109,20 @@ fuzz_target!(|data: &[u8]| {
 
     let policy = Policy::default();
     let now = jiff::Timestamp::from_second(1_800_000_000).expect("a time");
+    let replicas = ["spec".to_owned(), "replicas".to_owned()];
     let cases = [(&request, None), (&with_parent, parent.as_ref())];
     for (request, parent) in cases {
-        for scope in [Scope::Enforce, Scope::Warn, Scope::Apps] {
+        let parent = parent.map(|p| (p, &replicas[..]));
+        for scope in [
+            Scope::Enforce,
+            Scope::Warn,
+            Scope::Apps,
+            Scope::Cluster,
+            Scope::Namespaces,
+        ] {
             let verdict = admission::decide(request, scope, &policy, &history, parent, now);
             // What the webhook relies on: a refusal says why, and only a write Git does not
-            // explain is recorded.
+            // explain, a connection or a break-glass act is recorded.
             assert!(
                 verdict.allowed || verdict.reason.is_refusal(),
                 "{verdict:?}"
@@ -118,7 +132,12 @@ fuzz_target!(|data: &[u8]| {
                 "{verdict:?}"
             );
             assert!(
-                verdict.outcome.is_none() || verdict.reason.is_refusal(),
+                verdict.outcome.is_none()
+                    || verdict.reason.is_refusal()
+                    || matches!(
+                        verdict.outcome,
+                        Some(Outcome::Admitted | Outcome::BreakGlass)
+                    ),
                 "{verdict:?}"
             );
             let answer = admission::response(&request.uid, &verdict);

@@ -65,9 +65,11 @@ pub async fn sync_app(
         crate::output::short(&desired.commit),
         if request.dry_run { " (dry run)" } else { "" }
     );
+    let mut app = std::borrow::Cow::Borrowed(app);
     if !request.dry_run && request.revision.is_some() {
         // Tell the webhook first: writes from an older commit are a rollback the operator chose,
-        // not a downgrade.
+        // not a downgrade (a rollback to an older commit is break-glass: the webhook admits it
+        // for a member of the break-glass group, and keeps a record).
         let name = app.metadata.name.as_deref().unwrap_or_default();
         apps.patch_status(
             name,
@@ -76,7 +78,13 @@ pub async fn sync_app(
         )
         .await
         .with_context(|| format!("cannot record the rollback of app {}", app.key()))?;
+        // The status this sync records keeps it.
+        app.to_mut()
+            .status
+            .get_or_insert_with(Default::default)
+            .rollback = Some(desired.commit.clone());
     }
+    let app = app.as_ref();
     let started = Instant::now();
     let total = desired.objects.len();
     let outcome = async {

@@ -362,11 +362,11 @@ fn list_or_none(items: &[String]) -> String {
 pub fn canonical_repo_url(url: &str) -> Result<String, String> {
     let refuse = |why: &str| Err(format!("repository URL {url:?} {why}"));
     let Some((scheme, rest)) = url.split_once("://") else {
-        return refuse("has no scheme: use file://, http:// or https://");
+        return refuse("must be a file://, http:// or https:// URL");
     };
     let scheme = scheme.to_ascii_lowercase();
     if !matches!(scheme.as_str(), "file" | "http" | "https") {
-        return refuse("must use file://, http:// or https://");
+        return refuse("must be a file://, http:// or https:// URL");
     }
     if url.contains(['?', '#']) {
         return refuse("must not carry a query or a fragment");
