@@ -50,9 +50,9 @@ kubectl get nodes -o wide
 step "kubectl finds the plugin on PATH"
 kubectl plugin list --name-only
 
-step "installing the CRDs (App, Canary, AuditRecord)"
+step "installing the CRDs (App, Project, Canary, AuditRecord)"
 kubectl gitops crd | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev \
+kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev crd/projects.gitops.kubectl-gitops.dev \
   crd/canaries.gitops.kubectl-gitops.dev crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
 
 step "starting the admission webhook on this host, registered by URL with its own CA"
@@ -115,8 +115,13 @@ kubectl label namespace demo gitops.kubectl-gitops.dev/enforcement=enforce --ove
 until { kubectl -n demo create configmap probe --dry-run=server 2>&1 || true; } | grep -q no-provenance; do
   sleep 0.2
 done
+step "a cluster admin defines the project: this repository's main branch may write into demo"
+kubectl gitops project add demo --repo "file://$repo" --destination demo --overwrite
+kubectl gitops project list
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
-kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune
+kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune --project demo
+step "an App that points elsewhere is refused by its project"
+kubectl gitops -n demo app add rogue --repo "file:///tmp/somewhere-else.git" --project demo 2>&1 | tail -1 || true
 kubectl gitops -n demo sync web --wait --timeout 2m
 
 step "every object carries the commit, app and file it came from"

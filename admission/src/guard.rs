@@ -23,10 +23,13 @@ use crate::metrics::Metrics;
 const MANAGER: &str = "kubectl-gitops-admission";
 
 /// Watches configuration `desired` (by its name) until `stop` resolves, restoring it whenever
-/// it is gone or differs.
+/// it is gone or differs. A configuration whose caBundle someone else injects (cert-manager)
+/// names none: an alteration keeps the live one, and a configuration created anew after a
+/// deletion takes the CA in `ca_file`, read then (it may have been rotated since the start).
 pub async fn keep(
     client: Client,
     desired: Value,
+    ca_file: Option<std::path::PathBuf>,
     auditor: Option<Auditor>,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -71,7 +74,7 @@ pub async fn keep(
         } else {
             last_manager(&live)
         };
-        match restore(&api, &live, &desired, deleted).await {
+        match restore(&api, &live, &desired, deleted, ca_file.as_deref()).await {
             Ok(()) => {
                 metrics.configuration_restored();
                 log::event(
@@ -111,8 +114,13 @@ async fn restore(
     live: &Value,
     desired: &Value,
     deleted: bool,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<(), kube::Error> {
+    use base64::Engine as _;
     let mut object = desired.clone();
+    let ca = ca_file
+        .and_then(|f| std::fs::read(f).ok())
+        .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
     let params = PostParams {
         field_manager: Some(MANAGER.to_owned()),
         ..PostParams::default()
@@ -123,6 +131,13 @@ async fn restore(
     };
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
     if deleted {
+        if let (Some(ca), Some(webhooks)) = (&ca, object["webhooks"].as_array_mut()) {
+            for w in webhooks {
+                if w["clientConfig"]["caBundle"].is_null() {
+                    w["clientConfig"]["caBundle"] = ca.clone().into();
+                }
+            }
+        }
         return match api.create(&params, &typed(&object)?).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),

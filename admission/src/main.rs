@@ -288,24 +288,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let beside = tls.tls_cert_file.with_file_name("ca.crt");
                 beside.is_file().then_some(beside)
             });
-            let ca = match &ca_file {
-                Some(file) => Some(
-                    std::fs::read_to_string(file)
-                        .with_context(|| format!("cannot read the CA file {}", file.display()))?,
-                ),
-                None => None,
-            };
-            let keep = (!no_guard).then(|| {
-                config::webhook_configuration(
+            let keep = (!no_guard).then(|| Kept {
+                configuration: config::webhook_configuration(
                     &webhook_config,
                     &Target::Service {
                         namespace: service_namespace.clone(),
                         name: service,
                     },
-                    ca.as_deref(),
+                    None,
                     &service_namespace,
                     None,
-                )
+                ),
+                ca_file,
             });
             serve(listener, identity, options, cache, None, keep, Vec::new()).await
         }
@@ -359,7 +353,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let me = whoami(&client).await?;
             let group = Some(options.break_glass_group.as_str()).filter(|g| !g.is_empty());
             let guard = config::guard_policy(&name, &[me], group);
-            let keep = Some(configuration.clone());
+            let keep = Some(Kept {
+                configuration: configuration.clone(),
+                ca_file: None,
+            });
             let registration = Registration {
                 client: client.clone(),
                 configuration,
@@ -385,6 +382,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// What `admission local` serves its certificate for.
 fn local_names() -> Vec<String> {
     vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+}
+
+/// The configuration the webhook keeps, and where the CA for a re-created one is.
+struct Kept {
+    configuration: serde_json::Value,
+    ca_file: Option<PathBuf>,
 }
 
 /// A webhook outside the cluster registers itself by URL, with the policy that guards it.
@@ -428,7 +431,7 @@ async fn serve(
     options: ServeOptions,
     cache_dir: PathBuf,
     registration: Option<Registration>,
-    keep: Option<serde_json::Value>,
+    keep: Option<Kept>,
     namespace_labels: Vec<String>,
 ) -> anyhow::Result<()> {
     let client = match &registration {
@@ -651,10 +654,11 @@ async fn serve(
     // The configuration kept as it is: restored when deleted or altered, until the webhook
     // stops (it must not put back a registration its owner is removing).
     let (stop_guard, stopped) = tokio::sync::watch::channel(false);
-    let guarding = keep.map(|desired| {
+    let guarding = keep.map(|kept| {
         tokio::spawn(admission::guard::keep(
             client.clone(),
-            desired,
+            kept.configuration,
+            kept.ca_file,
             webhook.auditor.clone(),
             metrics.clone(),
             stopped,
