@@ -20,7 +20,7 @@ pub const DEFAULT_NAMESPACE: &str = "kubectl-gitops";
 const MANAGER: &str = "kubectl-gitops-admission";
 
 /// Namespaces the webhook never sees, whatever their labels.
-pub const NEVER_ENFORCED: [&str; 3] = ["kube-system", "kube-node-lease", "kube-public"];
+pub const NEVER_ENFORCED: [&str; 3] = shared::project::UNREVIEWED_NAMESPACES;
 
 /// Where the apiserver reaches the webhook.
 #[derive(Debug, Clone)]
@@ -34,8 +34,9 @@ pub enum Target {
 /// Namespaced writes the enforce and warn webhooks are not asked about: Apps (their own webhook
 /// decides them wherever they live), the webhook's own records as it writes them, Events,
 /// Leases and access reviews, and status subresources (the server's and controllers') except a
-/// Canary's, which the decision trusts.
-const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries'))";
+/// Canary's, which the decision trusts, and except a status write that changes the object's
+/// labels, annotations, owner references or finalizers (several kinds keep those from it).
+const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries') || (has(object.metadata.labels) ? object.metadata.labels : {}) != (has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}) || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}) || (has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []) != (has(oldObject.metadata.ownerReferences) ? oldObject.metadata.ownerReferences : []) || (has(object.metadata.finalizers) ? object.metadata.finalizers : []) != (has(oldObject.metadata.finalizers) ? oldObject.metadata.finalizers : []))";
 
 /// A CEL expression: the namespace label `key` differs between the old and the new object.
 fn label_changed(key: &str) -> String {
@@ -72,16 +73,20 @@ pub fn webhook_configuration(
         }
         config
     };
+    // Its own namespace is never enforced (the webhook must be able to start there), but Apps
+    // defined there are reviewed like any others.
     let mut excluded: Vec<&str> = NEVER_ENFORCED.to_vec();
     excluded.push(own_namespace);
+    let system: Vec<&str> = NEVER_ENFORCED.to_vec();
     let extra = |expressions: &mut Vec<Value>| {
         if let Some((key, value)) = extra_label {
             expressions.push(json!({"key": key, "operator": "In", "values": [value]}));
         }
     };
     let namespaces = |mode: Option<&str>| {
+        let never = if mode.is_some() { &excluded } else { &system };
         let mut expressions = vec![json!({
-            "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded
+            "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": never
         })];
         if let Some(mode) = mode {
             expressions.push(json!({"key": ENFORCEMENT_LABEL, "operator": "In", "values": [mode]}));
@@ -609,17 +614,22 @@ mod tests {
                 .as_array()
                 .expect("expressions");
             let excluded = &expressions[0]["values"];
-            for ns in [
-                "kube-system",
-                "kube-node-lease",
-                "kube-public",
-                "gitops-system",
-            ] {
+            for ns in ["kube-system", "kube-node-lease", "kube-public"] {
                 assert!(
                     excluded.as_array().expect("values").contains(&ns.into()),
                     "{ns}"
                 );
             }
+            // Its own namespace is never enforced; Apps there are reviewed.
+            let own = excluded
+                .as_array()
+                .expect("values")
+                .contains(&"gitops-system".into());
+            assert_eq!(
+                own,
+                webhook["name"] != "apps.gitops.kubectl-gitops.dev",
+                "{webhook}"
+            );
             assert_eq!(expressions[0]["operator"], "NotIn");
             assert!(expressions.iter().any(|e| e["key"] == "team"));
         }

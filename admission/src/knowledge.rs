@@ -379,6 +379,14 @@ impl View {
         }
     }
 
+    /// Drops the copy of `canary` read from the apiserver: the watch has delivered it (or its
+    /// deletion).
+    pub fn forget_canary(&self, canary: &Canary) {
+        if let Ok(mut fresh) = self.fresh_canaries.write() {
+            fresh.remove(&(canary.namespace().unwrap_or_default(), canary.name_any()));
+        }
+    }
+
     /// Remembers Canaries read from the apiserver.
     pub fn remember_canaries(&self, canaries: Vec<Canary>) {
         if let Ok(mut fresh) = self.fresh_canaries.write() {
@@ -451,6 +459,11 @@ impl Knowledge for View {
         let repo = self.repo(app)?;
         let head = repo.head(&app.spec.branch)?;
         repo.tree(head, &app.spec.path)
+    }
+
+    fn app_manifests(&self, app: &App, commit: &str) -> Lookup<Arc<Vec<Manifest>>> {
+        let repo = self.repo(app)?;
+        repo.tree(repo.known(commit)?, &app.spec.path)
     }
 
     fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {

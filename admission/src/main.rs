@@ -485,7 +485,8 @@ async fn serve(
         ready: AtomicBool::new(false),
     });
 
-    // Canary strategies: a watch, so a rollout's replicas are checked without a request.
+    // Canary strategies: a watch, so a rollout's replicas are checked without a request. A copy
+    // read after a refusal is dropped once the watch delivers that Canary again, or its deletion.
     let canary_watch = reflector(
         canary_writer,
         watcher(
@@ -494,15 +495,19 @@ async fn serve(
         ),
     )
     .default_backoff()
-    .applied_objects();
-    tokio::spawn(async move {
-        let mut watched = std::pin::pin!(canary_watch);
-        while let Some(event) = watched.next().await {
-            if let Err(e) = event {
-                log::event("canary-watch-failed", &[("error", e.to_string().into())]);
+    .touched_objects();
+    {
+        let view = webhook.view.clone();
+        tokio::spawn(async move {
+            let mut watched = std::pin::pin!(canary_watch);
+            while let Some(event) = watched.next().await {
+                match event {
+                    Ok(canary) => view.forget_canary(&canary),
+                    Err(e) => log::event("canary-watch-failed", &[("error", e.to_string().into())]),
+                }
             }
-        }
-    });
+        });
+    }
 
     // Projects: the trust root, followed by a watch.
     let project_watch = reflector(
@@ -530,7 +535,8 @@ async fn serve(
         watcher(Api::<App>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .applied_objects();
+    // Deletions too: an App read after a refusal must not outlive its deletion.
+    .touched_objects();
     {
         let repos = repos.clone();
         let client = client.clone();
@@ -541,9 +547,17 @@ async fn serve(
                 match event {
                     Ok(app) => {
                         view.forget(&app.key());
+                        // Only a repository the app's project permits is ever fetched: an App
+                        // cannot make the webhook reach out to a URL of its choosing.
                         let project =
                             shared::admission::Knowledge::project(&view, &app.spec.project);
-                        if let Ok(repo) = repos.get(&app.spec.repo_url)
+                        let live = shared::admission::Knowledge::app(&view, &app.key()).is_some();
+                        let permitted = project
+                            .as_ref()
+                            .is_some_and(|p| p.permits_app(&app).is_ok());
+                        if live
+                            && permitted
+                            && let Ok(repo) = repos.get(&app.spec.repo_url)
                             && repo.state().last_success.is_none()
                         {
                             let repos = repos.clone();
@@ -588,6 +602,13 @@ async fn serve(
                 tick.tick().await;
                 // Each repository on its own task: a remote that hangs holds up only itself.
                 for app in apps.state() {
+                    let project = shared::admission::Knowledge::project(&view, &app.spec.project);
+                    if project
+                        .as_ref()
+                        .is_none_or(|p| p.permits_app(&app).is_err())
+                    {
+                        continue;
+                    }
                     let Ok(repo) = repos.get(&app.spec.repo_url) else {
                         continue;
                     };

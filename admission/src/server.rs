@@ -340,6 +340,13 @@ impl Webhook {
         let url = &app.spec.repo_url;
         let repo = self.view.repos.get(url)?;
         let project = admission::Knowledge::project(&self.view, &app.spec.project);
+        if project.as_ref().is_none_or(|p| p.permits_app(app).is_err()) {
+            return Err(format!(
+                "{url} is not fetched: project {} does not permit app {}",
+                app.spec.project,
+                app.key()
+            ));
+        }
         let credentials = match &self.client {
             Some(client) => shared::credentials::for_app(client, app, project.as_deref())
                 .await

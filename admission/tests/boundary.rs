@@ -115,6 +115,9 @@ rules:
 - apiGroups: ['', apps]
   resources: [configmaps, deployments]
   verbs: [deletecollection]
+- apiGroups: [apps]
+  resources: [deployments/status]
+  verbs: [patch, update]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -545,6 +548,64 @@ fn a_namespace_editor_and_admin_find_no_write_path_around_git() {
         "field-changed",
         &["restartedAt"],
     );
+    // A status write that would add an owner reference (the garbage collector would then delete
+    // the Deployment), managed fields stripped, break-glass marks without the group.
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &[
+                "patch",
+                "deployment",
+                "web",
+                "-n",
+                ns,
+                "--subresource",
+                "status",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"other","uid":"00000000-0000-0000-0000-000000000000"}]}}"#,
+            ],
+        ),
+        "field-changed",
+        &["ownerReferences"],
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &[
+                "patch",
+                "configmap",
+                "settings",
+                "-n",
+                ns,
+                "--type",
+                "json",
+                "-p",
+                r#"[{"op":"replace","path":"/metadata/managedFields","value":[{}]}]"#,
+            ],
+        ),
+        "field-changed",
+        &["managed fields"],
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &[
+                "annotate",
+                "configmap",
+                "settings",
+                "-n",
+                ns,
+                "gitops.kubectl-gitops.dev/break-glass-reason=not me",
+            ],
+        ),
+        "annotation-changed",
+        &["break-glass group"],
+    );
     // A namespace admin's RBAC and quota are Git's too.
     assert_refused(
         &as_user(
@@ -633,6 +694,98 @@ fn a_namespace_editor_and_admin_find_no_write_path_around_git() {
             "no record for {reason}: {kept:?}"
         );
     }
+}
+
+#[test]
+fn a_project_in_warn_mode_does_not_weaken_an_enforced_namespace() {
+    let s = scene(
+        "warnproj",
+        &[("settings.yaml", config_map("settings", "1"))],
+        "enforcement: Warn\n",
+        |ns| grant(ns, "alice", "edit"),
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &[
+                "patch",
+                "configmap",
+                "settings",
+                "-n",
+                s.name(),
+                "-p",
+                r#"{"data":{"value":"9"}}"#,
+            ],
+        ),
+        "field-changed",
+        &[],
+    );
+}
+
+#[test]
+fn content_git_moved_past_cannot_be_written_back() {
+    let flags = |labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n{labels}data:\n  value: \"on\"\n"
+        )
+    };
+    let s = scene(
+        "past",
+        &[
+            ("settings.yaml", config_map("settings", "1")),
+            ("flags.yaml", flags("  labels: {tier: web}\n")),
+        ],
+        "",
+        |ns| grant(ns, "alice", "edit"),
+    );
+    let ns = s.name();
+    // A feature branch from the first commit, merged later: its commit is on the branch but
+    // older in content than what main had meanwhile.
+    s.repo.git(&["checkout", "--quiet", "-b", "feature"]);
+    s.repo.write("app/other.yaml", &config_map("other", "x"));
+    let feature = s.repo.commit("feature");
+    s.repo.git(&["checkout", "--quiet", "main"]);
+    s.repo
+        .write("app/settings.yaml", &config_map("settings", "2"));
+    s.repo.write("app/flags.yaml", &flags(""));
+    let second = s.repo.commit("settings: 2, flags lose their label");
+    // Before the sync: the label the first commit set and the second lets go of takes no value
+    // of a person's.
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"{COMMIT}":"{second}"}},"labels":{{"tier":"mine"}}}}}}"#
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &["patch", "configmap", "flags", "-n", ns, "-p", &patch],
+        ),
+        "label-changed",
+        &["tier"],
+    );
+    s.gitops.ok(&["sync", "web"]);
+    assert!(
+        get(ns, "configmap/flags")["metadata"]["labels"]
+            .get("tier")
+            .is_none()
+    );
+    s.repo.git(&["merge", "--quiet", "--no-edit", "feature"]);
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"{COMMIT}":"{feature}"}}}},"data":{{"value":"1"}}}}"#
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &["patch", "configmap", "settings", "-n", ns, "-p", &patch],
+        ),
+        "downgrade",
+        &["does not descend"],
+    );
+    s.gitops.ok(&["sync", "web"]);
+    assert_eq!(get(ns, "configmap/settings")["data"]["value"], "2");
+    assert_eq!(get(ns, "configmap/other")["data"]["value"], "x");
 }
 
 #[test]

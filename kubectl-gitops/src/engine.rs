@@ -293,7 +293,6 @@ pub async fn apply(
     dry_run: bool,
     mut progress: impl FnMut(&ObjectResult),
 ) -> anyhow::Result<Vec<ObjectResult>> {
-    let id = app.key();
     let first = |r: &&Resolved| {
         matches!(
             r.resource.kind.as_str(),
@@ -308,7 +307,7 @@ pub async fn apply(
         let mut stream = futures::stream::iter(phase.into_iter().map(|r| {
             let before = index.get(&key_of(r)).cloned();
             let replicas = replicas_for(r, overrides);
-            apply_one(client, r, before, &id, &desired.commit, replicas, dry_run)
+            apply_one(client, r, before, app, &desired.commit, replicas, dry_run)
         }))
         .buffer_unordered(CONCURRENCY);
         let mut crds = Vec::new();
@@ -348,21 +347,16 @@ pub async fn apply_resolved(
     r: &Resolved,
     commit: &str,
 ) -> anyhow::Result<Value> {
-    apply_over(client, r, None, &app.key(), commit, None, false).await
+    apply_over(client, r, None, app, commit, None, false).await
 }
 
 /// The manifest with the provenance annotations a sync writes.
-fn stamped(r: &Resolved, app: &str, commit: &str, replicas: Option<i64>) -> Value {
+fn stamped(r: &Resolved, app: &App, commit: &str, replicas: Option<i64>) -> Value {
     let mut object = r.manifest.object.clone();
     if let Some(replicas) = replicas {
         object["spec"]["replicas"] = replicas.into();
     }
-    Provenance {
-        commit: commit.to_owned(),
-        app: app.to_owned(),
-        source_path: r.manifest.source_path.clone(),
-    }
-    .stamp(&mut object);
+    Provenance::of(app, commit, &r.manifest.source_path).stamp(&mut object);
     object
 }
 
@@ -375,7 +369,7 @@ async fn apply_over(
     client: &Client,
     r: &Resolved,
     before: Option<&Value>,
-    app: &str,
+    app: &App,
     commit: &str,
     replicas: Option<i64>,
     dry_run: bool,
@@ -438,7 +432,7 @@ async fn apply_one(
     client: &Client,
     r: &Resolved,
     before: Option<Value>,
-    app: &str,
+    app: &App,
     commit: &str,
     replicas: Option<i64>,
     dry_run: bool,
@@ -533,12 +527,10 @@ pub async fn compare(
     desired: &Desired,
     overrides: &Overrides,
 ) -> anyhow::Result<Vec<Comparison>> {
-    let id = app.key();
     let objects: Vec<&Resolved> = desired.objects.iter().collect();
     let index = live_index(client, &objects).await?;
     let mut comparisons: Vec<Comparison> = futures::stream::iter(objects)
         .map(|r| {
-            let id = id.clone();
             let live = index.get(&key_of(r)).cloned();
             async move {
                 let replicas = replicas_for(r, overrides);
@@ -546,7 +538,7 @@ pub async fn compare(
                     client,
                     r,
                     live.as_ref(),
-                    &id,
+                    app,
                     &desired.commit,
                     replicas,
                     true,
@@ -612,7 +604,11 @@ pub async fn prune_candidates(
         let Some((api, live)) = read_entry(client, &entry).await? else {
             continue;
         };
-        if Provenance::read(&live).is_some_and(|p| p.app == id) {
+        // Only objects this very App wrote (not a deleted App of the same name).
+        let ours = |p: Provenance| {
+            p.app == id && p.app_uid.is_none_or(|uid| Some(uid) == app.metadata.uid)
+        };
+        if Provenance::read(&live).is_some_and(ours) {
             candidates.push((entry, api, live));
         }
     }

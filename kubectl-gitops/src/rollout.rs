@@ -284,12 +284,7 @@ async fn apply_stable(
 ) -> anyhow::Result<()> {
     let namespace = declared.namespace().unwrap_or_default();
     let mut copy = stable_copy(&declared.object, replicas);
-    Provenance {
-        commit: commit.to_owned(),
-        app: app.key(),
-        source_path: declared.source_path.clone(),
-    }
-    .stamp(&mut copy);
+    Provenance::of(app, commit, &declared.source_path).stamp(&mut copy);
     let name = copy["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

@@ -15,6 +15,9 @@ use crate::app::App;
 
 /// The project an App belongs to when it names none.
 pub const DEFAULT_PROJECT: &str = "default";
+/// Namespaces the webhook's configuration never selects: no App may live there.
+pub const UNREVIEWED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
 /// The branch a source rule allows when it names none.
 pub const DEFAULT_BRANCH: &str = "main";
 
@@ -38,7 +41,7 @@ pub struct ProjectSpec {
     pub description: String,
     /// Repositories and branches its apps may sync from. An entry whose `repo` starts with `!`
     /// denies (its branches, or every branch when it names none); `*` matches any run of
-    /// characters, `?` one character.
+    /// characters within a path segment, `**` across segments, `?` one character.
     #[serde(default)]
     pub sources: Vec<SourceRule>,
     /// Namespaces its apps may write into (patterns; `!pattern` denies).
@@ -55,9 +58,10 @@ pub struct ProjectSpec {
     /// allow list allows none.
     #[serde(default)]
     pub cluster_kinds: KindRules,
-    /// What the webhook does with a write to one of its apps' objects that Git does not explain:
-    /// `Enforce` refuses it, `Warn` admits it with a warning (both record it). A namespace
-    /// labelled `warn` warns whatever the project says.
+    /// What the webhook does with a write Git does not explain to a cluster-scoped object one of
+    /// its apps manages: `Enforce` refuses it, `Warn` admits it with a warning (both record it).
+    /// A namespaced object follows its namespace's label (`enforce` or `warn`) instead: the label
+    /// is what the namespace promises.
     #[serde(default)]
     pub enforcement: Enforcement,
     /// Whether exec, attach, port-forward and proxy into pods of the namespaces it deploys to are
@@ -163,28 +167,49 @@ pub struct SecretRef {
     pub name: String,
 }
 
-/// `*` matches any run of characters (also none, also `/`), `?` exactly one.
+/// Glob matching as Git refs and paths read it: `*` matches any run of characters within one
+/// path segment (never `/`), `**` any run at all, `?` one character other than `/`. So
+/// `release-*` does not admit `release-1/evil`, and `https://git.example.com/shop/*` only the
+/// repositories directly under `shop/`.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Iterative matching with one backtrack point: linear in practice, no recursion to blow up.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    // matched[j]: the pattern so far matches the first j characters of the text.
+    let mut matched = vec![false; t.len() + 1];
+    matched[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut next = vec![false; t.len() + 1];
+        match p[i] {
+            '*' if p.get(i + 1) == Some(&'*') => {
+                let mut any = false;
+                for j in 0..=t.len() {
+                    any |= matched[j];
+                    next[j] = any;
+                }
+                i += 1;
+            }
+            '*' => {
+                let mut run = false;
+                for j in 0..=t.len() {
+                    run = matched[j] || (run && j > 0 && t[j - 1] != '/');
+                    next[j] = run;
+                }
+            }
+            '?' => {
+                for j in 1..=t.len() {
+                    next[j] = matched[j - 1] && t[j - 1] != '/';
+                }
+            }
+            c => {
+                for j in 1..=t.len() {
+                    next[j] = matched[j - 1] && t[j - 1] == c;
+                }
+            }
         }
+        matched = next;
+        i += 1;
     }
-    p[pi..].iter().all(|c| *c == '*')
+    matched[t.len()]
 }
 
 /// Whether `value` is allowed by `patterns`: some entry matches it, and no `!` entry does.
@@ -219,10 +244,17 @@ impl Project {
 
     /// Whether the project lets its apps sync from `branch` of `repo`.
     pub fn permits_source(&self, repo: &str, branch: &str) -> Result<(), Refusal> {
-        let canonical = canonical_repo_url(repo).map_err(Refusal)?;
-        // Without branches, an allowing entry allows `main` and a denying one every branch.
+        let canonical = matching_form(&canonical_repo_url(repo).map_err(Refusal)?);
+        // Without branches, an allowing entry allows `main` and a denying one every branch. A
+        // denying entry ignores case: hosts that serve `Shop` as `shop` must not slip past it.
         let matches = |rule: &SourceRule, pattern: &str, denying: bool| {
-            glob(pattern, &canonical)
+            let pattern = matching_form(pattern);
+            let repo_matches = if denying {
+                glob(&pattern.to_lowercase(), &canonical.to_lowercase())
+            } else {
+                glob(&pattern, &canonical)
+            };
+            repo_matches
                 && if rule.branches.is_empty() {
                     denying || branch == DEFAULT_BRANCH
                 } else {
@@ -290,8 +322,14 @@ impl Project {
         )))
     }
 
-    /// Whether an App naming this project may be defined in `namespace`.
+    /// Whether an App naming this project may be defined in `namespace`. Never in the system
+    /// namespaces, which the webhook does not review.
     pub fn permits_app_namespace(&self, namespace: &str) -> Result<(), Refusal> {
+        if UNREVIEWED_NAMESPACES.contains(&namespace) {
+            return Err(Refusal(format!(
+                "Apps are never permitted in namespace {namespace}: the webhook does not review it"
+            )));
+        }
         let patterns = if self.spec.app_namespaces.is_empty() {
             &self.spec.destinations
         } else {
@@ -354,6 +392,24 @@ fn list_or_none(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// A repository URL or pattern as sources compare them: the scheme and host in lower case, no
+/// trailing `/` and no `.git` (both name the same repository to every Git host).
+fn matching_form(url: &str) -> String {
+    let (scheme_host, path) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            (
+                format!("{}://{}", scheme.to_lowercase(), host.to_lowercase()),
+                path,
+            )
+        }
+        None => (String::new(), url),
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    format!("{scheme_host}{path}")
 }
 
 /// The repository URL as projects match it: lower-case scheme and host, and refused when it
@@ -445,17 +501,29 @@ mod tests {
     }
 
     #[test]
-    fn glob_matches_runs_and_single_characters() {
+    fn glob_matches_within_a_segment_and_across_with_two_stars() {
         assert!(glob(
+            "https://git.example.com/*",
+            "https://git.example.com/a.git"
+        ));
+        assert!(!glob(
             "https://git.example.com/*",
             "https://git.example.com/a/b.git"
         ));
+        assert!(glob(
+            "https://git.example.com/**",
+            "https://git.example.com/a/b.git"
+        ));
+        assert!(glob("release-*", "release-2"));
+        assert!(!glob("release-*", "release-1/evil"));
         assert!(glob("shop-?", "shop-a"));
         assert!(!glob("shop-?", "shop-ab"));
         assert!(glob("*", ""));
         assert!(glob("a*b*c", "aXbYc"));
         assert!(!glob("a*b*c", "aXbY"));
         assert!(!glob("main", "mainline"));
+        assert!(glob("**", "a/b/c"));
+        assert!(glob("a/**/z", "a/b/c/z"));
     }
 
     #[test]
@@ -498,9 +566,25 @@ mod tests {
             "https://git.example.com/shop/x/../sandbox.git",
             "https://user@git.example.com/shop/web.git",
             "https://git.example.com/shop/%73andbox.git",
+            "https://git.example.com/shop/SandBox.git",
         ] {
             assert!(p.permits_source(sneaky, "main").is_err(), "{sneaky}");
         }
+        // A deny entry without `.git` or with a trailing slash denies every spelling of it.
+        let q = project(
+            "sources:\n- repo: https://git.example.com/shop/*\n- repo: '!https://git.example.com/shop/sandbox'\n",
+        );
+        for sneaky in [
+            "https://git.example.com/shop/sandbox.git",
+            "https://git.example.com/shop/sandbox/",
+            "https://git.example.com/shop/sandbox",
+        ] {
+            assert!(q.permits_source(sneaky, "main").is_err(), "{sneaky}");
+        }
+        assert!(
+            p.permits_source("https://git.example.com/shop/web.git", "release-1/evil")
+                .is_err()
+        );
         assert_eq!(
             p.permits_source("HTTPS://GIT.example.com/shop/web.git", "main"),
             Ok(())
@@ -517,6 +601,11 @@ mod tests {
         assert!(p.permits_destination("payments").is_err());
         // Apps live where the project deploys, unless it says otherwise.
         assert_eq!(p.permits_app_namespace("shop-web"), Ok(()));
+        assert!(
+            project("destinations: ['*']\n")
+                .permits_app_namespace("kube-system")
+                .is_err()
+        );
         let q = project("destinations: ['shop-*']\nappNamespaces: [gitops-apps]\n");
         assert!(q.permits_app_namespace("shop-web").is_err());
         assert_eq!(q.permits_app_namespace("gitops-apps"), Ok(()));

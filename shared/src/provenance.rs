@@ -14,6 +14,9 @@ pub const COMMIT_ANNOTATION: &str = "gitops.kubectl-gitops.dev/commit";
 pub const APP_ANNOTATION: &str = "gitops.kubectl-gitops.dev/app";
 /// Path, relative to the repository root, of the file that declares the object.
 pub const SOURCE_PATH_ANNOTATION: &str = "gitops.kubectl-gitops.dev/source-path";
+/// uid of the App object that synced it: an App deleted and defined again under the same name
+/// is another app, whose objects these are not.
+pub const APP_UID_ANNOTATION: &str = "gitops.kubectl-gitops.dev/app-uid";
 
 /// Label on every object a sync applies: it lets the webhook's configuration select the
 /// cluster-scoped objects apps manage (and only those) with an `objectSelector`, and users list
@@ -23,7 +26,12 @@ pub const MANAGED_LABEL: &str = "gitops.kubectl-gitops.dev/managed";
 pub const MANAGED_VALUE: &str = "true";
 
 /// Every provenance annotation key, in the order they are documented.
-pub const ANNOTATIONS: [&str; 3] = [COMMIT_ANNOTATION, APP_ANNOTATION, SOURCE_PATH_ANNOTATION];
+pub const ANNOTATIONS: [&str; 4] = [
+    COMMIT_ANNOTATION,
+    APP_ANNOTATION,
+    SOURCE_PATH_ANNOTATION,
+    APP_UID_ANNOTATION,
+];
 
 /// Why a string is not a Kubernetes qualified name (`prefix/name`, as annotation keys are).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -122,9 +130,21 @@ pub struct Provenance {
     pub commit: String,
     pub app: String,
     pub source_path: String,
+    /// The uid of the App (absent on objects synced before it was recorded).
+    pub app_uid: Option<String>,
 }
 
 impl Provenance {
+    /// The provenance a sync of `app` writes on an object `source_path` declares at `commit`.
+    pub fn of(app: &crate::app::App, commit: &str, source_path: &str) -> Self {
+        Provenance {
+            commit: commit.to_owned(),
+            app: app.key(),
+            source_path: source_path.to_owned(),
+            app_uid: app.metadata.uid.clone(),
+        }
+    }
+
     /// Writes the provenance annotations and the managed label into an object (a JSON value
     /// with `metadata`).
     pub fn stamp(&self, object: &mut serde_json::Value) {
@@ -146,6 +166,9 @@ impl Provenance {
         annotations[COMMIT_ANNOTATION] = self.commit.clone().into();
         annotations[APP_ANNOTATION] = self.app.clone().into();
         annotations[SOURCE_PATH_ANNOTATION] = self.source_path.clone().into();
+        if let Some(uid) = &self.app_uid {
+            annotations[APP_UID_ANNOTATION] = uid.clone().into();
+        }
     }
 
     /// Reads the provenance annotations of an object, if it carries all of them.
@@ -153,9 +176,11 @@ impl Provenance {
         let annotations = &object["metadata"]["annotations"];
         let get = |key: &str| annotations[key].as_str().map(str::to_owned);
         Some(Provenance {
-            commit: get(COMMIT_ANNOTATION)?,
+            // Commit ids are spelled in lower case; another spelling names the same commit.
+            commit: get(COMMIT_ANNOTATION)?.to_ascii_lowercase(),
             app: get(APP_ANNOTATION)?,
             source_path: get(SOURCE_PATH_ANNOTATION)?,
+            app_uid: get(APP_UID_ANNOTATION),
         })
     }
 }
@@ -173,6 +198,7 @@ mod stamp_tests {
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
             app: "shop/web".into(),
             source_path: "apps/web/deploy.yaml".into(),
+            app_uid: Some("8c1d".into()),
         };
         provenance.stamp(&mut object);
         assert_eq!(object["metadata"]["annotations"]["team"], "payments");

@@ -141,9 +141,9 @@ metadata:
 spec:
   description: the end-to-end suites' default project
   sources:
-  - {repo: 'file:///*', branches: ['*']}
-  - {repo: 'http://127.0.0.1:*', branches: ['*']}
-  - {repo: 'https://127.0.0.1:*', branches: ['*']}
+  - {repo: 'file:///**', branches: ['**']}
+  - {repo: 'http://127.0.0.1:*/**', branches: ['**']}
+  - {repo: 'https://127.0.0.1:*/**', branches: ['**']}
   destinations: ['*', '!e2e-bnd-*']
   clusterKinds:
     allow: [{group: '*', kind: '*'}]

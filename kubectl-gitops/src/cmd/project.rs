@@ -23,7 +23,7 @@ pub enum ProjectCommand {
         kubectl gitops project add shop --repo 'https://git.example.com/shop/*' --branch main --branch 'release-*' \\\n      \
         --repo '!https://git.example.com/shop/sandbox' --destination shop --app-namespace gitops-apps \\\n      \
         --allow-cluster-kind ClusterRole.rbac.authorization.k8s.io --deny-kind ResourceQuota --warn\n  \
-        kubectl gitops project add default --repo 'file:///srv/git/*' --destination '*' --overwrite")]
+        kubectl gitops project add default --repo 'file:///srv/git/**' --destination '*' --overwrite")]
     Add(Box<AddArgs>),
     /// List projects.
     List {
@@ -45,8 +45,8 @@ pub enum ProjectCommand {
 pub struct AddArgs {
     /// Name of the project (Apps name it in spec.project).
     pub name: String,
-    /// Repository URL pattern its apps may sync from (`*` any run of characters); `!PATTERN`
-    /// denies. Repeat for several.
+    /// Repository URL pattern its apps may sync from (`*` any run of characters within a path
+    /// segment, `**` across segments); `!PATTERN` denies. Repeat for several.
     #[arg(long = "repo", value_name = "PATTERN", required = true)]
     pub repos: Vec<String>,
     /// Branch pattern its apps may name as the protected branch, for every --repo (default:

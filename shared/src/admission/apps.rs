@@ -56,7 +56,7 @@ fn parse(value: Option<&Value>, request: &AdmissionRequest) -> Result<Option<Arc
 /// Creating, changing or deleting an App.
 fn definition(
     request: &AdmissionRequest,
-    _policy: &Policy,
+    policy: &Policy,
     knowledge: &dyn Knowledge,
     controller: bool,
 ) -> Result<Verdict, Refusal> {
@@ -76,6 +76,7 @@ fn definition(
             write: &write,
             knowledge,
             controller,
+            member: policy.may_break_glass(&request.user_info),
         };
         decision.object().map_err(refuse)?;
     }
@@ -195,23 +196,40 @@ fn status(
             && git(knowledge.has_commit(&new, than))?
             && git(knowledge.is_ancestor(&new, commit, than))?)
     };
+    let head = knowledge.branch_head(&new).map_err(|e| {
+        violation(Reason::GitUnavailable, e)
+            .of(&new, None)
+            .unbreakable()
+    })?;
+    // Whether `commit` declares under the app's path what the head does: recording it says
+    // nothing the head does not.
+    let as_head = |commit: &str| -> Result<bool, Violation> {
+        if commit == head {
+            return Ok(true);
+        }
+        let tree = |c: &str| {
+            knowledge.app_manifests(&new, c).map_err(|e| {
+                violation(Reason::GitUnavailable, e)
+                    .of(&new, None)
+                    .unbreakable()
+            })
+        };
+        Ok(tree(commit)? == tree(&head)?)
+    };
     let mut verdict = Verdict::allow(Reason::StatusExplained);
     if new_rollback != old_rollback
         && let Some(rollback) = &new_rollback
     {
         on_branch(rollback)?;
-        let downgrade = match &old_synced {
-            Some(synced) => older(rollback, synced)?,
-            None => false,
-        };
-        if downgrade {
+        // A rollback makes the content of an older commit admissible: break-glass, recorded.
+        if !as_head(rollback)? {
             if !policy.may_break_glass(&request.user_info) {
                 return Err(forged(format!(
-                    "the write records a rollback to commit {}, older than the synced {}: a \
-                     rollback is made by a member of the break-glass group (kubectl gitops \
-                     sync --revision), or by a revert commit on the branch",
+                    "the write records a rollback to commit {}, which is not what the head of \
+                     branch {} declares: a rollback is made by a member of the break-glass group \
+                     (kubectl gitops sync --revision), or by a revert commit on the branch",
                     short(rollback),
-                    short(old_synced.as_deref().unwrap_or_default())
+                    new.spec.branch
                 )));
             }
             verdict = Verdict {
@@ -234,18 +252,30 @@ fn status(
     }
     if new_synced != old_synced
         && let Some(synced) = &new_synced
+        && Some(synced) != new_rollback.as_ref()
     {
         on_branch(synced)?;
-        if let Some(before) = &old_synced
-            && Some(synced) != new_rollback.as_ref()
-            && older(synced, before)?
-        {
-            return Err(forged(format!(
-                "the write moves the synced commit back from {} to {}: only a rollback (by \
-                 the break-glass group) goes back",
-                short(before),
-                short(synced)
-            )));
+        match &old_synced {
+            Some(before) if older(synced, before)? => {
+                return Err(forged(format!(
+                    "the write moves the synced commit back from {} to {}: only a rollback (by \
+                     the break-glass group) goes back",
+                    short(before),
+                    short(synced)
+                )));
+            }
+            // The first sync an App records (a new App, or one defined again) is of what the
+            // head declares: an older commit would become the reference that later writes are
+            // not older than.
+            None if !as_head(synced)? => {
+                return Err(forged(format!(
+                    "the write records commit {} as the app's first sync, but the head of branch \
+                     {} declares something else: a first sync is of the head",
+                    short(synced),
+                    new.spec.branch
+                )));
+            }
+            _ => {}
         }
     }
     Ok(verdict)

@@ -20,6 +20,8 @@ pub(crate) struct Decision<'a> {
     pub write: &'a Write<'a>,
     pub knowledge: &'a dyn Knowledge,
     pub controller: bool,
+    /// The writer is a member of the break-glass group.
+    pub member: bool,
 }
 
 impl Decision<'_> {
@@ -55,11 +57,31 @@ impl Decision<'_> {
                 "the object carries no provenance: it was not written by a sync from Git",
             ));
         };
+        // Stripping an object's managed fields would make the next apply's manager own fields
+        // Git later drops, so they would never be removed.
+        if !self.controller
+            && old_provenance.is_some()
+            && self.write.old.as_deref().is_some_and(has_managed_fields)
+            && !self.write.new.as_deref().is_some_and(has_managed_fields)
+        {
+            return Err(violation(
+                Reason::FieldChanged,
+                "the write strips the object's managed fields (metadata.managedFields)",
+            ));
+        }
         match self.managed_write(&provenance, old_provenance.as_ref()) {
             // A controller is held to the fields Git sets; whether the app, its commit or its
             // mirror are at hand is not its concern.
             Err(v) if self.controller && !v.reason.is_about_content() => {
                 Ok(Verdict::allow(Reason::Controller))
+            }
+            // Only the break-glass group marks an object as broken into (the sync takes the
+            // marks away): a write Git explains otherwise may not add them.
+            Ok(_) if !self.member && !self.controller && self.adds_break_glass_marks() => {
+                Err(violation(
+                    Reason::AnnotationChanged,
+                    "the break-glass annotations are set only by members of the break-glass group",
+                ))
             }
             other => other,
         }
@@ -110,9 +132,7 @@ impl Decision<'_> {
             // Garbage collection and namespace deletion.
             return Ok(Verdict::allow(Reason::Controller));
         }
-        let app = self
-            .knowledge
-            .app(&provenance.app)
+        let app = super::app_of(self.knowledge, &provenance)
             .ok_or_else(|| self.unknown_app(&provenance))?;
         let head = self
             .knowledge
@@ -142,9 +162,14 @@ impl Decision<'_> {
         violation(
             Reason::UnknownApp,
             format!(
-                "annotation {APP_ANNOTATION} names app {}, which does not exist (an app's objects \
-                 stay guarded after the app is deleted; define it again to manage them)",
-                provenance.app
+                "annotation {APP_ANNOTATION} names app {}, which does not exist{} (an app's objects \
+                 stay guarded after the app is deleted; only its sync takes them over)",
+                provenance.app,
+                if self.knowledge.app(&provenance.app).is_some() {
+                    " any more: an App of that name was defined again since"
+                } else {
+                    ""
+                }
             ),
         )
     }
@@ -155,13 +180,11 @@ impl Decision<'_> {
         old: Option<&Provenance>,
     ) -> Result<Verdict, Violation> {
         let commit = provenance.commit.as_str();
-        let app = self
-            .knowledge
-            .app(&provenance.app)
+        let app = super::app_of(self.knowledge, provenance)
             .ok_or_else(|| self.unknown_app(provenance))?;
         let with = |v: Violation| v.of(&app, Some(commit));
         if let Some(old) = old
-            && old.app != provenance.app
+            && (old.app != provenance.app || super::app_of(self.knowledge, old).is_none())
         {
             self.handover(old, provenance)?;
         }
@@ -275,34 +298,12 @@ impl Decision<'_> {
             wanted["metadata"]["namespace"] = ns.into();
         }
         provenance.stamp(&mut wanted);
-        let released = match old {
-            Some(old) if old.commit != commit || old.source_path != provenance.source_path => {
-                self.knowledge.app(&old.app).and_then(|old_app| {
-                    self.knowledge
-                        .manifests(
-                            &old_app,
-                            &old.commit,
-                            &crate::git::normalise_path(&old.source_path),
-                        )
-                        .ok()
-                        .and_then(|ms| {
-                            ms.iter().find(|m| self.declares(m, &old_app)).map(|m| {
-                                let mut object = m.object.clone();
-                                crate::normalise::as_stored(&mut object);
-                                object
-                            })
-                        })
-                })
-            }
-            _ => None,
-        };
         let commit_changed = old.is_some_and(|o| o.commit != commit);
         let ownership = Ownership::of(self.write.new.as_deref(), self.write.scale);
         let changes = unexplained_changes(
             self.write.old.as_deref(),
             self.write.new.as_deref(),
             &wanted,
-            released.as_ref(),
             self.controller,
             &ownership,
         );
@@ -345,7 +346,7 @@ impl Decision<'_> {
     /// has let it go (the app is gone, or its branch no longer declares the object). Two apps
     /// cannot both hold an object, and a write cannot take one from the app that declares it.
     fn handover(&self, old: &Provenance, new: &Provenance) -> Result<(), Violation> {
-        let Some(previous) = self.knowledge.app(&old.app) else {
+        let Some(previous) = super::app_of(self.knowledge, old) else {
             return Ok(());
         };
         let refused = |detail: String| {
@@ -402,21 +403,32 @@ impl Decision<'_> {
         match reference {
             Some(reference) if reference == commit => Ok(()),
             Some(reference) => {
-                if git(self.knowledge.has_commit(app, &reference))?
-                    && git(self.knowledge.is_ancestor(app, commit, &reference))?
+                if !git(self.knowledge.has_commit(app, &reference))? {
+                    // Rewritten out of the repository (or another repository's): nothing to
+                    // compare with.
+                    return Ok(());
+                }
+                let downgrade = |detail: String| Err(with(violation(Reason::Downgrade, detail)));
+                if git(self.knowledge.is_ancestor(app, commit, &reference))? {
+                    return downgrade(format!(
+                        "commit {} is older than {}, which the object or app was already synced \
+                         from",
+                        short(commit),
+                        short(&reference)
+                    ));
+                }
+                // A commit merged from an older base is not older by ancestry, but may carry
+                // older content: while the reference is on the branch, a write must descend
+                // from it.
+                if git(self.knowledge.is_ancestor(app, &reference, head))?
+                    && !git(self.knowledge.is_ancestor(app, &reference, commit))?
                 {
-                    return Err(Violation {
-                        fetch_may_help: false,
-                        ..with(violation(
-                            Reason::Downgrade,
-                            format!(
-                                "commit {} is older than {}, which the object or app was already \
-                                 synced from",
-                                short(commit),
-                                short(&reference)
-                            ),
-                        ))
-                    });
+                    return downgrade(format!(
+                        "commit {} does not descend from {}, which the object or app was already \
+                         synced from (it was merged from an older base)",
+                        short(commit),
+                        short(&reference)
+                    ));
                 }
                 Ok(())
             }
@@ -450,6 +462,17 @@ impl Decision<'_> {
                 })
             }
         }
+    }
+
+    /// Whether the write sets a break-glass annotation the object did not have with that value.
+    fn adds_break_glass_marks(&self) -> bool {
+        let get = |v: Option<&Value>, key: &str| {
+            v.and_then(|o| o["metadata"]["annotations"].get(key).cloned())
+        };
+        let (old, new) = (self.write.old.as_deref(), self.write.new.as_deref());
+        super::DECISION_ANNOTATIONS
+            .iter()
+            .any(|key| get(new, key).is_some() && get(new, key) != get(old, key))
     }
 
     fn is_deployment(&self) -> bool {
@@ -519,6 +542,12 @@ impl Decision<'_> {
             && m.name() == r.name()
             && namespace.as_deref() == r.namespace()
     }
+}
+
+fn has_managed_fields(object: &Value) -> bool {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty())
 }
 
 fn has_controller_owner(object: &Value) -> bool {

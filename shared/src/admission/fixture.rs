@@ -73,6 +73,9 @@ impl Knowledge for History {
     fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>> {
         self.manifests(app, "c2", "web.yaml")
     }
+    fn app_manifests(&self, app: &App, commit: &str) -> Lookup<Arc<Vec<Manifest>>> {
+        self.manifests(app, commit, "web.yaml")
+    }
     fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
         self.rollout
             .clone()

@@ -123,6 +123,8 @@ pub trait Knowledge {
     fn manifests(&self, app: &App, commit: &str, path: &str) -> Lookup<Arc<Vec<Manifest>>>;
     /// The manifests under the app's path at the head of its branch.
     fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>>;
+    /// The manifests under the app's path at `commit`.
+    fn app_manifests(&self, app: &App, commit: &str) -> Lookup<Arc<Vec<Manifest>>>;
     /// The live Canary that rolls out Deployment `target` in `namespace`, if any: its status
     /// says which replicas a rollout holds in force.
     fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>>;
@@ -144,14 +146,18 @@ pub fn decide(
         Scope::Apps => apps::decide(request, policy, knowledge, controller),
         Scope::Namespaces => namespaces::decide(request, policy, knowledge, controller),
         Scope::Enforce | Scope::Warn | Scope::Cluster => match subresources::rule(request) {
-            subresources::Rule::Object | subresources::Rule::Scale => {
-                let write = match (request.subresource(), parent) {
-                    (None, _) => Write::of_object(request),
-                    (Some(_), Some((parent, path))) => Write::of_scale(request, parent, path),
-                    (Some(_), None) => Err(format!(
+            rule @ (subresources::Rule::Object
+            | subresources::Rule::Scale
+            | subresources::Rule::StatusMetadata) => {
+                let write = match (rule, parent) {
+                    (subresources::Rule::Scale, Some((parent, path))) => {
+                        Write::of_scale(request, parent, path)
+                    }
+                    (subresources::Rule::Scale, None) => Err(format!(
                         "the live object behind the scale of {} was not read",
                         request.object_name()
                     )),
+                    _ => Write::of_object(request),
                 };
                 let write = match write {
                     Ok(write) => write,
@@ -162,6 +168,7 @@ pub fn decide(
                     write: &write,
                     knowledge,
                     controller,
+                    member: policy.may_break_glass(&request.user_info),
                 };
                 match decision.object() {
                     Ok(verdict) => Ok(verdict),
@@ -178,38 +185,28 @@ pub fn decide(
     }
 }
 
-/// A violation with what the answer to it depends on: which apps it concerns (their projects
-/// may be in warn mode) and the object that may carry break-glass annotations.
+/// A violation with what the answer to it depends on: the app that manages the object (its
+/// project may be in warn mode) and the object that may carry break-glass annotations.
 pub(crate) struct Refusal {
     violation: Violation,
-    apps: Vec<Arc<App>>,
+    owner: Option<Arc<App>>,
     annotated: Option<Value>,
 }
 
-/// The apps a write concerns: the one the object belonged to and the one it claims.
+/// The refusal of an object's write. Its owner is the app the object belonged to before the
+/// write, when the write keeps it with that app: a write cannot choose the project whose mode
+/// applies by claiming another app.
 fn refusal(
     violation: Violation,
     request: &AdmissionRequest,
     knowledge: &dyn Knowledge,
     write: Option<&Write<'_>>,
 ) -> Refusal {
-    let mut apps: Vec<Arc<App>> = Vec::new();
-    let mut complete = true;
-    for side in [request.old_object(), request.new_object()]
-        .into_iter()
-        .flatten()
-    {
-        if let Some(p) = Provenance::read(side) {
-            match knowledge.app(&p.app) {
-                Some(app) if !apps.iter().any(|a| a.key() == app.key()) => apps.push(app),
-                Some(_) => {}
-                None => complete = false,
-            }
-        }
-    }
-    if !complete {
-        apps.clear();
-    }
+    let before = request.old_object().and_then(Provenance::read);
+    let after = request.new_object().and_then(Provenance::read);
+    let owner = before
+        .filter(|b| after.as_ref().is_none_or(|a| a.app == b.app))
+        .and_then(|b| app_of(knowledge, &b));
     let annotated = write
         .and_then(|w| w.new.as_deref().or(w.old.as_deref()))
         .or(request.new_object())
@@ -217,7 +214,7 @@ fn refusal(
         .cloned();
     Refusal {
         violation,
-        apps,
+        owner,
         annotated,
     }
 }
@@ -227,7 +224,7 @@ impl Refusal {
     pub(crate) fn of(violation: Violation, request: &AdmissionRequest) -> Self {
         Refusal {
             violation,
-            apps: Vec::new(),
+            owner: None,
             annotated: request.new_object().or(request.old_object()).cloned(),
         }
     }
@@ -259,16 +256,23 @@ impl Refusal {
             ),
             rollout_may_be_stale: v.rollout_may_help,
         };
-        // The project's own trust decisions are never only warned about; other writes are in a
-        // namespace labelled warn, or when every app they concern is in a warn-mode project.
-        let trust_root = matches!(v.reason, Reason::UnknownProject | Reason::ProjectForbids);
-        let warn = match scope {
-            Scope::Warn => true,
-            Scope::Enforce | Scope::Cluster => {
-                !trust_root && policy::projects_warn(knowledge, &self.apps, request.namespace())
-            }
-            Scope::Apps | Scope::Namespaces => false,
-        };
+        // Warned instead of refused: a namespaced write in a namespace labelled warn (the label
+        // is the promise, both ways), or a write to a cluster-scoped object of an app whose
+        // project is in warn mode. The audit trail and the project's own trust decisions are
+        // never only warned about.
+        let never = matches!(
+            v.reason,
+            Reason::RecordKept | Reason::UnknownProject | Reason::ProjectForbids
+        );
+        let warn = !never
+            && match scope {
+                Scope::Warn => true,
+                Scope::Cluster => self
+                    .owner
+                    .as_ref()
+                    .is_some_and(|app| policy::project_warns(knowledge, app)),
+                Scope::Enforce | Scope::Apps | Scope::Namespaces => false,
+            };
         let marked = self.annotated.as_ref().is_some_and(has_break_glass_marks);
         if policy.may_break_glass(&request.user_info) && (marked || !warn) {
             match v.glass {
@@ -358,9 +362,14 @@ fn message(r: &AdmissionRequest, v: &Violation) -> String {
     text
 }
 
-/// `namespace/name` of an app, as the app annotation spells it.
-pub fn app_key(app: &App) -> String {
-    app.key()
+/// The app that wrote `provenance`: the App of that name, unless it is another App of the same
+/// name (deleted and defined again since), whose objects these are not.
+pub(crate) fn app_of(knowledge: &dyn Knowledge, provenance: &Provenance) -> Option<Arc<App>> {
+    let app = knowledge.app(&provenance.app)?;
+    match (&provenance.app_uid, &app.metadata.uid) {
+        (Some(wrote), Some(is)) if wrote != is => None,
+        _ => Some(app),
+    }
 }
 
 #[cfg(test)]

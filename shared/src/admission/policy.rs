@@ -104,20 +104,9 @@ pub(crate) fn permits_object(
     checked.map_err(|refusal| violation(Reason::ProjectForbids, refusal.0).of(app, None))
 }
 
-/// Whether a violation concerning `apps` is only warned about: every app involved (the one
-/// the object belonged to and the one the write claims) exists, and its project, which permits
-/// this namespace, is in warn mode.
-pub(crate) fn projects_warn(
-    knowledge: &dyn Knowledge,
-    apps: &[Arc<App>],
-    namespace: Option<&str>,
-) -> bool {
-    !apps.is_empty()
-        && apps.iter().all(|app| {
-            knowledge.project(&app.spec.project).is_some_and(|p| {
-                p.spec.enforcement == Enforcement::Warn
-                    && p.permits_app(app).is_ok()
-                    && namespace.is_none_or(|ns| p.permits_destination(ns).is_ok())
-            })
-        })
+/// Whether the project of `app` is in warn mode (and still permits the app).
+pub(crate) fn project_warns(knowledge: &dyn Knowledge, app: &App) -> bool {
+    knowledge
+        .project(&app.spec.project)
+        .is_some_and(|p| p.spec.enforcement == Enforcement::Warn && p.permits_app(app).is_ok())
 }

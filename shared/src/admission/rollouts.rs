@@ -1,86 +1,167 @@
-//! A Canary's status: the webhook trusts its stable commit (the stable copy runs the target as
-//! Git declared it there), so that commit only moves forward along the branch. Steps, weights and
-//! pauses are the rollout's to set: they split Git's replicas between two versions Git declared.
+//! A Canary's status: the webhook trusts what it says about a rollout (which commit the stable
+//! copy runs, which share of the replicas the canary has), so a status write may only say what
+//! a rollout of commits on the branch can make true. Steps, pauses, analyses and messages are
+//! the rollout's to record; whoever may write canaries/status steers rollouts (starts them,
+//! promotes, pauses, aborts) but cannot make them run anything Git did not declare.
 
 use serde_json::Value;
 
 use super::Knowledge;
 use super::review::AdmissionRequest;
 use super::verdict::{Reason, Verdict, Violation, short, violation};
-use crate::canary::Canary;
+use crate::canary::{Canary, CanaryStatus, Phase};
 use crate::provenance::Provenance;
 
 pub(crate) fn status(
     request: &AdmissionRequest,
     knowledge: &dyn Knowledge,
 ) -> Result<Verdict, Violation> {
-    let stable = |v: Option<&Value>| -> Option<String> {
-        let canary: Canary = serde_json::from_value(v?.clone()).ok()?;
-        canary.status?.stable_commit
+    let parse = |v: Option<&Value>| -> (Option<String>, CanaryStatus) {
+        let canary = v.and_then(|v| serde_json::from_value::<Canary>(v.clone()).ok());
+        let target = canary.as_ref().map(|c| c.spec.target.clone());
+        (target, canary.and_then(|c| c.status).unwrap_or_default())
     };
-    let (before, after) = (stable(request.old_object()), stable(request.new_object()));
-    let Some(after) = after.filter(|a| Some(a) != before.as_ref()) else {
+    let (_, before) = parse(request.old_object());
+    let (target, after) = parse(request.new_object());
+    let trusted = |s: &CanaryStatus| {
+        (
+            s.phase,
+            s.weight,
+            s.stable_commit.clone(),
+            s.canary_commit.clone(),
+        )
+    };
+    if trusted(&before) == trusted(&after) {
         return Ok(Verdict::allow(Reason::StatusExplained));
-    };
+    }
     let forged = |detail: String| violation(Reason::StatusNotExplained, detail).unbreakable();
+    if let Some(weight) = after.weight
+        && !(0..=100).contains(&weight)
+    {
+        return Err(forged(format!(
+            "weight {weight} is not a share of 0 to 100"
+        )));
+    }
     let provenance = request
         .new_object()
         .and_then(Provenance::read)
         .ok_or_else(|| {
             forged(format!(
-                "{} carries no provenance: only a Canary synced from Git has a stable commit",
+                "{} carries no provenance: only a Canary synced from Git has a rollout",
                 request.object_name()
             ))
         })?;
-    let app = knowledge.app(&provenance.app).ok_or_else(|| {
+    let app = super::app_of(knowledge, &provenance).ok_or_else(|| {
         forged(format!(
             "{} belongs to app {}, which does not exist",
             request.object_name(),
             provenance.app
         ))
     })?;
-    let git = |r: super::Lookup<bool>| {
-        r.map_err(|e| {
-            violation(Reason::GitUnavailable, e)
-                .of(&app, None)
-                .unbreakable()
-        })
-    };
-    let head = knowledge.branch_head(&app).map_err(|e| {
+    let unavailable = |e: String| {
         violation(Reason::GitUnavailable, e)
             .of(&app, None)
             .unbreakable()
-    })?;
-    if !git(knowledge.has_commit(&app, &after))?
-        || !git(knowledge.is_ancestor(&app, &after, &head))?
-    {
-        return Err(Violation {
+    };
+    let git = |r: super::Lookup<bool>| r.map_err(unavailable);
+    let head = knowledge.branch_head(&app).map_err(unavailable)?;
+    let on_branch = |commit: &str| -> Result<(), Violation> {
+        if git(knowledge.has_commit(&app, commit))?
+            && git(knowledge.is_ancestor(&app, commit, &head))?
+        {
+            return Ok(());
+        }
+        Err(Violation {
             fetch_may_help: true,
             ..forged(format!(
-                "stable commit {} is not on branch {} of {}",
-                short(&after),
+                "commit {} is not on branch {} of {}",
+                short(commit),
                 app.spec.branch,
                 app.spec.repo_url
             ))
-            .of(&app, Some(&after))
-        });
-    }
+            .of(&app, Some(commit))
+        })
+    };
     let status = app.status.as_ref();
-    let reference = before.or_else(|| status.and_then(|s| s.last_synced_commit.clone()));
     let rollback = status.and_then(|s| s.rollback.as_deref());
-    if let Some(reference) = reference
-        && reference != after
-        && rollback != Some(after.as_str())
-        && git(knowledge.has_commit(&app, &reference))?
-        && git(knowledge.is_ancestor(&app, &after, &reference))?
+
+    // The stable copy runs the stable commit: it never moves back.
+    if let Some(stable) = after
+        .stable_commit
+        .as_deref()
+        .filter(|s| Some(*s) != before.stable_commit.as_deref())
     {
-        return Err(forged(format!(
-            "the write moves the stable commit back to {}, older than {}: a stable copy runs \
-             what was last rolled out, never an older version",
-            short(&after),
-            short(&reference)
-        ))
-        .of(&app, Some(&after)));
+        on_branch(stable)?;
+        let reference = before
+            .stable_commit
+            .clone()
+            .or_else(|| status.and_then(|s| s.last_synced_commit.clone()));
+        if let Some(reference) = reference
+            && reference != stable
+            && rollback != Some(stable)
+            && git(knowledge.has_commit(&app, &reference))?
+            && git(knowledge.is_ancestor(&app, stable, &reference))?
+        {
+            return Err(forged(format!(
+                "the write moves the stable commit back to {}, older than {}: a stable copy \
+                 runs what was last rolled out, never an older version",
+                short(stable),
+                short(&reference)
+            ))
+            .of(&app, Some(stable)));
+        }
+    }
+
+    // A rollout under way is of a newer commit than its stable one, both on the branch.
+    if after.in_rollout() {
+        let (Some(stable), Some(canary)) = (
+            after.stable_commit.as_deref(),
+            after.canary_commit.as_deref(),
+        ) else {
+            return Err(forged(
+                "a rollout under way names its stable and its canary commit".into(),
+            ));
+        };
+        on_branch(canary)?;
+        if canary == stable || git(knowledge.is_ancestor(&app, canary, stable))? {
+            return Err(forged(format!(
+                "canary commit {} is not newer than stable commit {}: nothing to roll out",
+                short(canary),
+                short(stable)
+            ))
+            .of(&app, Some(canary)));
+        }
+        // A rollout starts, as the sync starts it, on a commit that changes the target's pod
+        // template, and progressing.
+        if !before.in_rollout() {
+            if after.phase != Some(Phase::Progressing) {
+                return Err(forged(
+                    "a rollout starts progressing, not paused or aborted".into(),
+                ));
+            }
+            let template = |commit: &str| -> Result<Option<Value>, Violation> {
+                let manifests = knowledge.app_manifests(&app, commit).map_err(unavailable)?;
+                Ok(manifests
+                    .iter()
+                    .find(|m| {
+                        m.kind() == "Deployment"
+                            && m.group_version().0 == "apps"
+                            && Some(m.name()) == target.as_deref()
+                    })
+                    .map(|m| m.object["spec"]["template"].clone()))
+            };
+            let (from, to) = (template(stable)?, template(canary)?);
+            if from.is_none() || from == to {
+                return Err(forged(format!(
+                    "commit {} does not change the pod template of Deployment {} that commit \
+                     {} declares: no rollout starts",
+                    short(canary),
+                    target.as_deref().unwrap_or_default(),
+                    short(stable)
+                ))
+                .of(&app, Some(canary)));
+            }
+        }
     }
     Ok(Verdict::allow(Reason::StatusExplained))
 }

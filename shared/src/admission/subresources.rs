@@ -17,6 +17,10 @@ pub enum Rule {
     Scale,
     /// A Canary's status: it may not move the stable commit back.
     CanaryStatus,
+    /// Status of any other kind: sent only when the write also changes metadata (labels,
+    /// annotations, owner references, finalizers), which some kinds keep from a status write;
+    /// decided as a write of the object.
+    StatusMetadata,
     /// Admitted without a record.
     Admit,
     /// Controllers only (kubelets, the scheduler, kube-system service accounts); anyone else is
@@ -99,8 +103,10 @@ pub const TABLE: &[Entry] = &[
         group: "*",
         resource: "*",
         subresource: "status",
-        rule: Rule::NotSent,
-        verdict: "not sent: status belongs to the server and controllers",
+        rule: Rule::StatusMetadata,
+        verdict: "status belongs to the server and controllers: sent only when the write also \
+                  changes labels, annotations, owner references or finalizers (which a status \
+                  write keeps for some kinds), then decided as a write of the object",
     },
     Entry {
         operations: "CREATE, UPDATE, DELETE",
@@ -275,7 +281,7 @@ pub(crate) fn decide(
 ) -> Result<Verdict, Violation> {
     let _ = policy;
     match rule {
-        Rule::Object | Rule::Scale | Rule::Admit | Rule::NotSent => {
+        Rule::Object | Rule::Scale | Rule::StatusMetadata | Rule::Admit | Rule::NotSent => {
             Ok(Verdict::allow(Reason::Subresource))
         }
         Rule::CanaryStatus => rollouts::status(request, knowledge),
@@ -394,7 +400,14 @@ mod tests {
             ("UPDATE", GITOPS, "canaries", "status", Rule::CanaryStatus),
             ("UPDATE", GITOPS, "auditrecords", "", Rule::Records),
             ("DELETE", GITOPS, "auditrecords", "", Rule::Records),
-            ("UPDATE", "", "pods", "status", Rule::Admit),
+            ("UPDATE", "", "pods", "status", Rule::StatusMetadata),
+            (
+                "UPDATE",
+                "apps",
+                "deployments",
+                "status",
+                Rule::StatusMetadata,
+            ),
             ("CREATE", "", "events", "", Rule::Object),
             ("UPDATE", "coordination.k8s.io", "leases", "", Rule::Object),
             (

@@ -65,6 +65,7 @@ fn live(kind: &str, commit: &str) -> Value {
         commit: commit.into(),
         app: "shop/web".into(),
         source_path: "web.yaml".into(),
+        app_uid: None,
     }
     .stamp(&mut object);
     let applied = object.clone();
@@ -197,6 +198,7 @@ fn a_rollout_explains_exactly_the_replicas_of_its_current_weight() {
         commit: "c1".into(),
         app: "shop/web".into(),
         source_path: "web.yaml".into(),
+        app_uid: None,
     }
     .stamp(&mut stamped);
     let applied = canary::stable_copy(&stamped, 1);
@@ -351,44 +353,57 @@ fn break_glass_takes_its_group_a_reason_and_a_bounded_expiry() {
 }
 
 #[test]
-fn warn_lives_on_the_project_and_only_where_it_deploys() {
+fn the_namespace_label_decides_warn_mode_and_a_project_only_for_its_cluster_scoped_objects() {
     let old = live("ConfigMap", "c2");
     let mut new = old.clone();
     new["data"]["value"] = "3".into();
-    // The project in warn mode: admitted with a warning, and kept.
-    let warned = decide_now(
-        &history(Enforcement::Warn),
-        &update(&old, &new, "alice", &[]),
-    );
-    assert!(warned.allowed);
-    assert_eq!(warned.outcome, Some(Outcome::Warned));
-    assert!(
-        warned.warnings[0].contains("warn mode"),
-        "{:?}",
-        warned.warnings
-    );
-    // A namespace labelled warn warns whatever the project says.
-    let h = history(Enforcement::Enforce);
-    let in_warn = decide_in(&h, &update(&old, &new, "alice", &[]), Scope::Warn);
-    assert_eq!(in_warn.outcome, Some(Outcome::Warned));
-    // A warn-mode project cannot weaken a namespace it does not deploy to.
-    let mut elsewhere = history(Enforcement::Warn);
-    let mut project = (*elsewhere.project.clone().expect("project")).clone();
-    project.spec.destinations = vec!["shop-*".into()];
-    project.spec.app_namespaces = vec!["shop".into()];
-    elsewhere.project = Some(Arc::new(project));
-    let refused = decide_now(&elsewhere, &update(&old, &new, "alice", &[]));
+    // A namespace labelled enforce refuses whatever the project says: the label is the promise,
+    // and a write could otherwise pick a warn-mode project by claiming one of its apps.
+    let warn_project = history(Enforcement::Warn);
+    let refused = decide_now(&warn_project, &update(&old, &new, "alice", &[]));
     assert_eq!(
         (refused.allowed, refused.reason),
-        (false, Reason::ProjectForbids)
+        (false, Reason::FieldChanged)
     );
+    // A namespace labelled warn warns whatever the project says, and keeps a record.
+    let h = history(Enforcement::Enforce);
+    let in_warn = decide_in(&h, &update(&old, &new, "alice", &[]), Scope::Warn);
+    assert!(in_warn.allowed);
+    assert_eq!(in_warn.outcome, Some(Outcome::Warned));
     assert!(
-        refused
-            .message
-            .contains("does not allow writes into namespace shop"),
-        "{}",
-        refused.message
+        in_warn.warnings[0].contains("warn mode"),
+        "{:?}",
+        in_warn.warnings
     );
+    // An object without a namespace (cluster-scoped) of an app of a warn-mode project: warned.
+    let allow_cluster_kinds = |mut h: History| {
+        let mut project = (*h.project.clone().expect("project")).clone();
+        project.spec.cluster_kinds.allow =
+            vec![crate::project::KindPattern::parse("*").expect("a kind")];
+        h.project = Some(Arc::new(project));
+        h
+    };
+    let (warn_project, h) = (allow_cluster_kinds(warn_project), allow_cluster_kinds(h));
+    let cluster = |old: &Value, new: &Value| {
+        let mut request = update(old, new, "alice", &[]);
+        request.namespace = None;
+        request
+    };
+    let verdict = decide_in(&warn_project, &cluster(&old, &new), Scope::Cluster);
+    assert_eq!(
+        verdict.outcome,
+        Some(Outcome::Warned),
+        "{}",
+        verdict.message
+    );
+    assert_eq!(
+        decide_in(&h, &cluster(&old, &new), Scope::Cluster).outcome,
+        Some(Outcome::Denied)
+    );
+    // Claimed for another app on the way, it is not: the object's own app decides the mode.
+    let mut claimed = new.clone();
+    claimed["metadata"]["annotations"][APP_ANNOTATION] = "shop/other".into();
+    assert!(!decide_in(&warn_project, &cluster(&old, &claimed), Scope::Cluster).allowed);
 }
 
 #[test]
@@ -825,15 +840,16 @@ fn an_apps_status_says_only_what_a_sync_made_true() {
 }
 
 #[test]
-fn a_canarys_stable_commit_never_moves_back() {
+fn a_canarys_status_says_only_what_a_rollout_of_git_can_make_true() {
     let h = history(Enforcement::Enforce);
-    let canary = |stable: &str| {
+    let canary = |status: Value| {
         let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
-        c["status"]["stableCommit"] = stable.into();
+        c["status"] = status;
         Provenance {
             commit: "c2".into(),
             app: "shop/web".into(),
             source_path: "web.yaml".into(),
+            app_uid: None,
         }
         .stamp(&mut c);
         c
@@ -845,9 +861,42 @@ fn a_canarys_stable_commit_never_moves_back() {
         request.sub_resource = Some("status".into());
         request
     };
-    assert!(decide_now(&h, &write(&canary("c1"), &canary("c2"))).allowed);
-    let back = decide_now(&h, &write(&canary("c2"), &canary("c1")));
+    let rolling =
+        json!({"phase": "Progressing", "weight": 50, "stableCommit": "c1", "canaryCommit": "c2"});
+    let done =
+        json!({"phase": "Healthy", "weight": 100, "stableCommit": "c2", "canaryCommit": "c2"});
+    // A rollout from c1 to c2 starts (c2 changes the template), progresses and completes.
+    assert!(decide_now(&h, &write(&canary(json!({})), &canary(rolling.clone()))).allowed);
+    let mut promoted = rolling.clone();
+    promoted["weight"] = 100.into();
+    assert!(decide_now(&h, &write(&canary(rolling.clone()), &canary(promoted))).allowed);
+    assert!(decide_now(&h, &write(&canary(rolling.clone()), &canary(done.clone()))).allowed);
+    // The stable commit never moves back.
+    let back = decide_now(
+        &h,
+        &write(
+            &canary(done.clone()),
+            &canary(json!({"phase": "Healthy", "stableCommit": "c1", "canaryCommit": "c1"})),
+        ),
+    );
     assert_eq!(back.reason, Reason::StatusNotExplained, "{}", back.message);
+    // A rollout of nothing newer, or one that starts aborted (all replicas to a stable copy
+    // that was never made), is not one a rollout of Git can be in.
+    let backwards =
+        json!({"phase": "Progressing", "weight": 50, "stableCommit": "c2", "canaryCommit": "c1"});
+    assert!(!decide_now(&h, &write(&canary(done.clone()), &canary(backwards))).allowed);
+    let aborted =
+        json!({"phase": "Aborted", "weight": 0, "stableCommit": "c1", "canaryCommit": "c2"});
+    let refused = decide_now(&h, &write(&canary(json!({})), &canary(aborted)));
+    assert!(!refused.allowed);
+    assert!(
+        refused.message.contains("starts progressing"),
+        "{}",
+        refused.message
+    );
+    let heavy =
+        json!({"phase": "Progressing", "weight": 400, "stableCommit": "c1", "canaryCommit": "c2"});
+    assert!(!decide_now(&h, &write(&canary(rolling), &canary(heavy))).allowed);
 }
 
 #[test]
@@ -1000,4 +1049,146 @@ fn decision_annotations_are_valid_keys_of_the_project() {
 #[test]
 fn commit_ids_that_are_not_ascii_do_not_break_messages() {
     assert_eq!(verdict::short("ééééééééééééééé").len(), 12);
+}
+
+#[test]
+fn a_field_git_just_let_go_of_may_go_but_takes_no_value_of_a_writers() {
+    let h = history(Enforcement::Enforce);
+    // c1 labels the ConfigMap tier=web, c2 does not: the sync to c2 drops it.
+    let old = live("ConfigMap", "c1");
+    let mut hijacked = live("ConfigMap", "c2");
+    hijacked["metadata"]["labels"]["tier"] = "attacker".into();
+    let mut sent = hijacked.clone();
+    sent["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("managedFields");
+    owned_by(&mut hijacked, "kubectl-client-side-apply", &sent);
+    let verdict = decide_now(&h, &update(&old, &hijacked, "alice", &[]));
+    assert_eq!(verdict.reason, Reason::LabelChanged, "{}", verdict.message);
+    assert!(decide_now(&h, &update(&old, &live("ConfigMap", "c2"), "agent", &[])).allowed);
+}
+
+#[test]
+fn an_apps_first_recorded_sync_is_of_the_head_and_a_rollback_to_it_needs_no_glass() {
+    let h = history(Enforcement::Enforce);
+    let first = |commit: &str| {
+        status_write(
+            &app_status(None, None),
+            &app_status(Some(commit), None),
+            &[],
+        )
+    };
+    let verdict = decide_in(&h, &first("c1"), Scope::Apps);
+    assert_eq!(
+        verdict.reason,
+        Reason::StatusNotExplained,
+        "{}",
+        verdict.message
+    );
+    assert!(
+        verdict.message.contains("first sync"),
+        "{}",
+        verdict.message
+    );
+    assert!(decide_in(&h, &first("c2"), Scope::Apps).allowed);
+    // A rollback on an App that never recorded a sync is still one.
+    let fresh = status_write(&app_status(None, None), &app_status(None, Some("c1")), &[]);
+    assert_eq!(
+        decide_in(&h, &fresh, Scope::Apps).reason,
+        Reason::StatusNotExplained
+    );
+    let to_head = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c2"), Some("c2")),
+        &[],
+    );
+    let verdict = decide_in(&h, &to_head, Scope::Apps);
+    assert!(verdict.allowed && verdict.outcome.is_none(), "{verdict:?}");
+}
+
+#[test]
+fn the_objects_of_an_app_deleted_and_defined_again_are_not_the_new_apps() {
+    let mut h = history(Enforcement::Enforce);
+    let mut app = (*h.app).clone();
+    app.metadata.uid = Some("second".into());
+    h.app = Arc::new(app);
+    let mut old = live("ConfigMap", "c2");
+    old["metadata"]["annotations"][crate::provenance::APP_UID_ANNOTATION] = "first".into();
+    // The new app's head no longer declares it, say: deleting it is still not a prune.
+    let delete = review("DELETE", Some(&old), None, "alice", &[]);
+    let verdict = decide_now(&h, &delete);
+    assert_eq!(verdict.reason, Reason::UnknownApp, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("defined again"),
+        "{}",
+        verdict.message
+    );
+    // The new app's sync takes it over with what its Git declares.
+    let mut synced = live("ConfigMap", "c2");
+    synced["metadata"]["annotations"][crate::provenance::APP_UID_ANNOTATION] = "second".into();
+    let mut applied = declared("ConfigMap", "c2");
+    Provenance {
+        commit: "c2".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: Some("second".into()),
+    }
+    .stamp(&mut applied);
+    owned_by(&mut synced, "kubectl-gitops", &applied);
+    let verdict = decide_now(&h, &update(&old, &synced, "agent", &[]));
+    assert!(verdict.allowed, "{}", verdict.message);
+}
+
+#[test]
+fn stripping_managed_fields_or_changing_metadata_through_status_is_refused() {
+    let h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    let mut stripped = old.clone();
+    stripped["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("managedFields");
+    let verdict = decide_now(&h, &update(&old, &stripped, "alice", &[]));
+    assert!(!verdict.allowed);
+    assert!(
+        verdict.message.contains("managed fields"),
+        "{}",
+        verdict.message
+    );
+    // Through deployments/status, which keeps owner references: decided as the object.
+    let mut owned = old.clone();
+    owned["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "x"}]);
+    let mut status = update(&old, &owned, "alice", &[]);
+    status.sub_resource = Some("status".into());
+    status.resource.resource = "deployments".into();
+    let verdict = decide_now(&h, &status);
+    assert_eq!(verdict.reason, Reason::FieldChanged, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("ownerReferences"),
+        "{}",
+        verdict.message
+    );
+    let mut by_controller = status.clone();
+    by_controller.user_info.username =
+        "system:serviceaccount:kube-system:deployment-controller".into();
+    assert!(decide_now(&h, &by_controller).allowed);
+}
+
+#[test]
+fn only_the_break_glass_group_marks_an_object() {
+    let h = history(Enforcement::Enforce);
+    let old = live("ConfigMap", "c2");
+    let mut marked = old.clone();
+    marked["metadata"]["annotations"][BREAK_GLASS_REASON] = "fake".into();
+    let verdict = decide_now(&h, &update(&old, &marked, "alice", &[]));
+    assert_eq!(
+        verdict.reason,
+        Reason::AnnotationChanged,
+        "{}",
+        verdict.message
+    );
+    // Taking marks away is what the sync does.
+    assert!(decide_now(&h, &update(&marked, &old, "agent", &[])).allowed);
 }

@@ -175,6 +175,16 @@ pub(crate) fn known_default(path: &[&str], value: &Value) -> bool {
         [.., "subjects", _, "apiGroup"] => value == "rbac.authorization.k8s.io" || value == "",
         // NetworkPolicy rules: a port's protocol.
         [.., "ingress" | "egress", _, "ports", _, "protocol"] => value == "TCP",
+        // A StatefulSet's claim templates: their type, volume mode and empty status.
+        [.., "volumeClaimTemplates", _, "apiVersion"] => value == "v1",
+        [.., "volumeClaimTemplates", _, "kind"] => value == "PersistentVolumeClaim",
+        [.., "volumeClaimTemplates", _, "spec", "volumeMode"] => value == "Filesystem",
+        [.., "volumeClaimTemplates", _, "status"] => {
+            *value == serde_json::json!({"phase": "Pending"})
+        }
+        // Projected volume sources and downward API items.
+        [.., "sources", _, "serviceAccountToken", "expirationSeconds"] => value == 3600,
+        [.., "items", _, "fieldRef", "apiVersion"] => value == "v1",
         _ => false,
     }
 }
@@ -204,14 +214,14 @@ const IGNORED_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES]
 const DELETION_METADATA: [&str; 2] = ["deletionTimestamp", "deletionGracePeriodSeconds"];
 
 /// The changes from `old` to `new` (everything in `new` when there is no `old`) that the manifest
-/// `wanted` does not explain. A field the object's previous manifest (`released`) set may change
-/// or go, since Git let go of it. A controller may set fields Git leaves unset; anyone else only
-/// through the server (a default, a value it allocates), which `ownership` tells apart.
+/// `wanted` does not explain. A field Git leaves unset may go (a field the previous commit set
+/// and this one lets go of: the sync's apply removes it); a controller may set it; anyone else
+/// only through the server (a default, a value it allocates), which `ownership` tells apart, so
+/// no one can give a field Git just let go of a value of their own.
 pub(crate) fn unexplained_changes(
     old: Option<&Value>,
     new: Option<&Value>,
     wanted: &Value,
-    released: Option<&Value>,
     controller: bool,
     ownership: &Ownership<'_>,
 ) -> Vec<Change> {
@@ -223,7 +233,7 @@ pub(crate) fn unexplained_changes(
     };
     let mut labels = Vec::new();
     let mut segs = Vec::new();
-    walk.walk(&mut labels, &mut segs, old, new, Some(wanted), released);
+    walk.walk(&mut labels, &mut segs, old, new, Some(wanted));
     walk.changes
 }
 
@@ -242,7 +252,6 @@ impl Walk<'_, '_> {
         old: Option<&'v Value>,
         new: Option<&'v Value>,
         git: Option<&'v Value>,
-        released: Option<&'v Value>,
     ) {
         if self.update && old == new {
             return;
@@ -264,7 +273,6 @@ impl Walk<'_, '_> {
                     old.and_then(|v| v.get(i)),
                     Some(have),
                     Some(want),
-                    released.and_then(|v| v.get(i)),
                 );
                 labels.pop();
                 segs.pop();
@@ -296,7 +304,6 @@ impl Walk<'_, '_> {
                     old.and_then(|v| v.get(key)),
                     new.and_then(|v| v.get(key)),
                     git.and_then(|v| v.get(key)),
-                    released.and_then(|v| v.get(key)),
                 );
                 labels.pop();
                 segs.pop();
@@ -330,7 +337,7 @@ impl Walk<'_, '_> {
                     Owned::Within => known_default(labels, value),
                     Owned::Exactly => false,
                 };
-                let allowed = self.controller || released.is_some() || new.is_none_or(server_set);
+                let allowed = self.controller || new.is_none_or(server_set);
                 if !allowed {
                     self.push(labels, kind, None, new);
                 }
