@@ -1254,7 +1254,12 @@ fn removed_empty_values_quantity_lookalikes_and_objects_made_before_the_sync_are
     );
 
     // The app deleted and defined again: its objects stayed guarded meanwhile, and what it
-    // never recorded a sync of is created only as the head declares it.
+    // never recorded a sync of is created only as the head declares it. (The sync of the new
+    // head first, so that the webhook knows it for certain.)
+    s.repo
+        .write("app/settings.yaml", &config_map("settings", "3"));
+    s.repo.commit("settings: 3");
+    s.gitops.ok(&["sync", "web"]);
     cluster()
         .kubectl()
         .ok(&["delete", "apps.gitops.kubectl-gitops.dev", "web", "-n", ns]);
@@ -1292,9 +1297,6 @@ fn removed_empty_values_quantity_lookalikes_and_objects_made_before_the_sync_are
         "--project",
         &s.project.name,
     ]);
-    s.repo
-        .write("app/settings.yaml", &config_map("settings", "3"));
-    s.repo.commit("settings: 3");
     let old = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {ns}\n  labels: {{app: web, gitops.kubectl-gitops.dev/managed: 'true'}}\n  annotations:\n    {COMMIT}: {}\n    {APP}: {ns}/web\n    {SOURCE}: app/settings.yaml\ndata:\n  value: \"2\"\n",
         s.first
