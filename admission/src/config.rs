@@ -36,7 +36,11 @@ pub enum Target {
 /// Leases and access reviews, and status subresources (the server's and controllers') except a
 /// Canary's, which the decision trusts, and except a status write that changes the object's
 /// labels, annotations, owner references or finalizers (several kinds keep those from it).
-const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries') || (has(object.metadata.labels) ? object.metadata.labels : {}) != (has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}) || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}) || (has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []) != (has(oldObject.metadata.ownerReferences) ? oldObject.metadata.ownerReferences : []) || (has(object.metadata.finalizers) ? object.metadata.finalizers : []) != (has(oldObject.metadata.finalizers) ? oldObject.metadata.finalizers : []))";
+const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries') || ";
+
+/// A CEL expression: the write changes the object's labels, annotations, owner references or
+/// finalizers (what a status or finalize subresource write keeps for some kinds).
+const METADATA_CHANGED: &str = "(has(object.metadata.labels) ? object.metadata.labels : {}) != (has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}) || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {}) || (has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []) != (has(oldObject.metadata.ownerReferences) ? oldObject.metadata.ownerReferences : []) || (has(object.metadata.finalizers) ? object.metadata.finalizers : []) != (has(oldObject.metadata.finalizers) ? oldObject.metadata.finalizers : [])";
 
 /// A CEL expression: the namespace label `key` differs between the old and the new object.
 fn label_changed(key: &str) -> String {
@@ -138,8 +142,10 @@ pub fn webhook_configuration(
         "Ignore",
     );
     for w in [&mut enforce, &mut warn] {
-        w["matchConditions"] =
-            json!([{"name": "reviewed-resources", "expression": NAMESPACED_SKIP}]);
+        w["matchConditions"] = json!([{
+            "name": "reviewed-resources",
+            "expression": format!("{NAMESPACED_SKIP}{METADATA_CHANGED})")
+        }]);
     }
     let apps = webhook(
         Scope::Apps,
@@ -153,24 +159,29 @@ pub fn webhook_configuration(
         json!({}),
         "Fail",
     );
-    let cluster = webhook(
+    let mut cluster = webhook(
         Scope::Cluster,
         json!([{
             "apiGroups": ["*"], "apiVersions": ["*"],
             "operations": ["CREATE", "UPDATE", "DELETE"],
-            "resources": ["*"],
+            "resources": ["*", "*/status", "namespaces/finalize"],
             "scope": "Cluster"
         }]),
         json!({}),
         objects(shared::provenance::MANAGED_LABEL),
         "Fail",
     );
+    cluster["matchConditions"] = json!([{
+        "name": "reviewed-writes",
+        "expression": format!("!has(request.subResource) || {METADATA_CHANGED}")
+    }]);
     let mut switch = webhook(
         Scope::Namespaces,
         json!([{
             "apiGroups": [""], "apiVersions": ["v1"],
             "operations": ["UPDATE"],
-            "resources": ["namespaces"],
+            // A namespace's status and finalize writes keep label changes too.
+            "resources": ["namespaces", "namespaces/status", "namespaces/finalize"],
             "scope": "Cluster"
         }]),
         json!({}),

@@ -244,19 +244,24 @@ impl Project {
 
     /// Whether the project lets its apps sync from `branch` of `repo`.
     pub fn permits_source(&self, repo: &str, branch: &str) -> Result<(), Refusal> {
-        let canonical = matching_form(&canonical_repo_url(repo).map_err(Refusal)?);
+        let canonical = canonical_repo_url(repo).map_err(Refusal)?;
         // Without branches, an allowing entry allows `main` and a denying one every branch. A
-        // denying entry ignores case: hosts that serve `Shop` as `shop` must not slip past it.
+        // denying entry over-matches: it ignores case (hosts that serve `Shop` as `shop` must
+        // not slip past it) and its `*` crosses `/` as well.
         let matches = |rule: &SourceRule, pattern: &str, denying: bool| {
-            let pattern = matching_form(pattern);
             let repo_matches = if denying {
-                glob(&pattern.to_lowercase(), &canonical.to_lowercase())
+                glob(
+                    &widened(&matching_form(&pattern.to_lowercase())),
+                    &matching_form(&canonical.to_lowercase()),
+                )
             } else {
-                glob(&pattern, &canonical)
+                glob(&matching_form(pattern), &matching_form(&canonical))
             };
             repo_matches
                 && if rule.branches.is_empty() {
                     denying || branch == DEFAULT_BRANCH
+                } else if denying {
+                    rule.branches.iter().any(|b| glob(&widened(b), branch))
                 } else {
                     allowed_by(&rule.branches, branch)
                 }
@@ -392,6 +397,11 @@ fn list_or_none(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// A deny pattern whose `*` crosses `/` too: a denying entry errs on the side of denying.
+fn widened(pattern: &str) -> String {
+    pattern.replace("**", "*").replace('*', "**")
 }
 
 /// A repository URL or pattern as sources compare them: the scheme and host in lower case, no

@@ -250,33 +250,47 @@ fn status(
             };
         }
     }
-    if new_synced != old_synced
-        && let Some(synced) = &new_synced
-        && Some(synced) != new_rollback.as_ref()
-    {
-        on_branch(synced)?;
-        match &old_synced {
-            Some(before) if older(synced, before)? => {
-                return Err(forged(format!(
-                    "the write moves the synced commit back from {} to {}: only a rollback (by \
-                     the break-glass group) goes back",
-                    short(before),
-                    short(synced)
-                )));
-            }
-            // The first sync an App records (a new App, or one defined again) is of what the
-            // head declares: an older commit would become the reference that later writes are
-            // not older than.
-            None if !as_head(synced)? => {
-                return Err(forged(format!(
-                    "the write records commit {} as the app's first sync, but the head of branch \
-                     {} declares something else: a first sync is of the head",
-                    short(synced),
-                    new.spec.branch
-                )));
-            }
-            _ => {}
+    // The synced commit is the reference later writes must not be older than: it never goes
+    // back, unless to a rollback approved as break-glass (in this write, or recorded before),
+    // and is never cleared.
+    let approved_rollback = |synced: &String| {
+        Some(synced) == new_rollback.as_ref()
+            && (verdict.outcome == Some(Outcome::BreakGlass)
+                || old_rollback.as_ref() == Some(synced))
+    };
+    match (&old_synced, &new_synced) {
+        (Some(before), None) => {
+            return Err(forged(format!(
+                "the write clears the synced commit {}: a sync never forgets what it synced",
+                short(before)
+            )));
         }
+        (_, Some(synced)) if new_synced != old_synced && !approved_rollback(synced) => {
+            on_branch(synced)?;
+            match &old_synced {
+                Some(before) if older(synced, before)? => {
+                    return Err(forged(format!(
+                        "the write moves the synced commit back from {} to {}: only a rollback \
+                         (by the break-glass group) goes back",
+                        short(before),
+                        short(synced)
+                    )));
+                }
+                // The first sync an App records (a new App, or one defined again) is of what
+                // the head declares: an older commit would become the reference that later
+                // writes are not older than.
+                None if !as_head(synced)? => {
+                    return Err(forged(format!(
+                        "the write records commit {} as the app's first sync, but the head of \
+                         branch {} declares something else: a first sync is of the head",
+                        short(synced),
+                        new.spec.branch
+                    )));
+                }
+                _ => {}
+            }
+        }
+        _ => {}
     }
     Ok(verdict)
 }

@@ -396,18 +396,28 @@ impl Decision<'_> {
         if rollback == Some(commit) {
             return Ok(());
         }
-        let reference = match old {
-            Some(old) if old.app == provenance.app => Some(old.commit.clone()),
-            _ => status.and_then(|s| s.last_synced_commit.clone()),
+        // The commit the object was synced from, if this very App synced it (not an earlier App
+        // of the same name), else what the app last synced; either only if the mirror holds it
+        // (a commit rewritten out of the branch, or another repository's, compares with nothing).
+        let same_app = |o: &&Provenance| {
+            o.app == provenance.app
+                && super::app_of(self.knowledge, o)
+                    .is_some_and(|a| a.metadata.uid == app.metadata.uid)
         };
+        let known =
+            |c: &String| git(self.knowledge.has_commit(app, c)).map(|k| k.then(|| c.clone()));
+        let mut reference = match old.filter(same_app) {
+            Some(old) => known(&old.commit)?,
+            None => None,
+        };
+        if reference.is_none()
+            && let Some(synced) = status.and_then(|s| s.last_synced_commit.as_ref())
+        {
+            reference = known(synced)?;
+        }
         match reference {
             Some(reference) if reference == commit => Ok(()),
             Some(reference) => {
-                if !git(self.knowledge.has_commit(app, &reference))? {
-                    // Rewritten out of the repository (or another repository's): nothing to
-                    // compare with.
-                    return Ok(());
-                }
                 let downgrade = |detail: String| Err(with(violation(Reason::Downgrade, detail)));
                 if git(self.knowledge.is_ancestor(app, commit, &reference))? {
                     return downgrade(format!(

@@ -34,7 +34,8 @@ pub(crate) fn status(
     if trusted(&before) == trusted(&after) {
         return Ok(Verdict::allow(Reason::StatusExplained));
     }
-    let forged = |detail: String| violation(Reason::StatusNotExplained, detail).unbreakable();
+    // A member of the break-glass group may write what no rollout would (and is recorded).
+    let forged = |detail: String| violation(Reason::StatusNotExplained, detail).for_members();
     if let Some(weight) = after.weight
         && !(0..=100).contains(&weight)
     {
@@ -51,7 +52,9 @@ pub(crate) fn status(
                 request.object_name()
             ))
         })?;
-    let app = super::app_of(knowledge, &provenance).ok_or_else(|| {
+    // By name: a Canary of an App defined again carries the earlier App's uid until the sync
+    // that writes this status applies it again.
+    let app = knowledge.app(&provenance.app).ok_or_else(|| {
         forged(format!(
             "{} belongs to app {}, which does not exist",
             request.object_name(),
@@ -112,7 +115,9 @@ pub(crate) fn status(
         }
     }
 
-    // A rollout under way is of a newer commit than its stable one, both on the branch.
+    // A rollout under way is of a newer commit than its stable one (or of the rollback the app
+    // records), both on the branch. Commits are checked when they change: an abort, a pause or a
+    // step of a rollout whose commit has since left the branch must still be written.
     if after.in_rollout() {
         let (Some(stable), Some(canary)) = (
             after.stable_commit.as_deref(),
@@ -122,14 +127,19 @@ pub(crate) fn status(
                 "a rollout under way names its stable and its canary commit".into(),
             ));
         };
-        on_branch(canary)?;
-        if canary == stable || git(knowledge.is_ancestor(&app, canary, stable))? {
-            return Err(forged(format!(
-                "canary commit {} is not newer than stable commit {}: nothing to roll out",
-                short(canary),
-                short(stable)
-            ))
-            .of(&app, Some(canary)));
+        let changed = after.canary_commit != before.canary_commit
+            || after.stable_commit != before.stable_commit;
+        if changed {
+            on_branch(canary)?;
+            let newer = canary != stable && !git(knowledge.is_ancestor(&app, canary, stable))?;
+            if !newer && rollback != Some(canary) {
+                return Err(forged(format!(
+                    "canary commit {} is not newer than stable commit {}: nothing to roll out",
+                    short(canary),
+                    short(stable)
+                ))
+                .of(&app, Some(canary)));
+            }
         }
         // A rollout starts, as the sync starts it, on a commit that changes the target's pod
         // template, and progressing.
@@ -139,6 +149,7 @@ pub(crate) fn status(
                     "a rollout starts progressing, not paused or aborted".into(),
                 ));
             }
+            let namespace = request.namespace();
             let template = |commit: &str| -> Result<Option<Value>, Violation> {
                 let manifests = knowledge.app_manifests(&app, commit).map_err(unavailable)?;
                 Ok(manifests
@@ -147,6 +158,7 @@ pub(crate) fn status(
                         m.kind() == "Deployment"
                             && m.group_version().0 == "apps"
                             && Some(m.name()) == target.as_deref()
+                            && m.namespace().is_none_or(|ns| Some(ns) == namespace)
                     })
                     .map(|m| m.object["spec"]["template"].clone()))
             };

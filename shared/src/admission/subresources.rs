@@ -136,6 +136,15 @@ pub const TABLE: &[Entry] = &[
     },
     Entry {
         operations: "UPDATE",
+        group: "",
+        resource: "namespaces",
+        subresource: "finalize",
+        rule: Rule::StatusMetadata,
+        verdict: "as a status write (a Namespace's finalize keeps label changes too; a change of \
+                  its enforcement label goes to the switch's webhook)",
+    },
+    Entry {
+        operations: "UPDATE",
         group: "*",
         resource: "*",
         subresource: "scale",
@@ -245,7 +254,7 @@ pub fn rule(request: &AdmissionRequest) -> Rule {
 /// The table as the README shows it (Markdown).
 pub fn markdown_table() -> String {
     let mut text = String::from(
-        "| operation | resource | subresource | verdict in an enforced namespace |\n| --- | --- | --- | --- |\n",
+        "| operation | resource | subresource | verdict in an enforced namespace (and for cluster-scoped objects an app manages) |\n| --- | --- | --- | --- |\n",
     );
     for e in TABLE {
         let resource = match e.group {

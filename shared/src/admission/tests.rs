@@ -1192,3 +1192,77 @@ fn only_the_break_glass_group_marks_an_object() {
     // Taking marks away is what the sync does.
     assert!(decide_now(&h, &update(&marked, &old, "agent", &[])).allowed);
 }
+
+#[test]
+fn the_synced_commit_is_never_cleared_nor_moved_back_by_a_free_rollback() {
+    let h = history(Enforcement::Enforce);
+    let cleared = status_write(&app_status(Some("c2"), None), &app_status(None, None), &[]);
+    let verdict = decide_in(&h, &cleared, Scope::Apps);
+    assert_eq!(
+        verdict.reason,
+        Reason::StatusNotExplained,
+        "{}",
+        verdict.message
+    );
+    // c1 declares something else than the head: recording it as both the rollback and the
+    // synced commit at once is a rollback, break-glass.
+    let both = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c1"), Some("c1")),
+        &[],
+    );
+    assert!(!decide_in(&h, &both, Scope::Apps).allowed);
+    let glass = status_write(
+        &app_status(Some("c2"), None),
+        &app_status(Some("c1"), Some("c1")),
+        &["gitops:break-glass"],
+    );
+    assert_eq!(
+        decide_in(&h, &glass, Scope::Apps).outcome,
+        Some(Outcome::BreakGlass)
+    );
+    // Once the rollback is recorded, the sync records its commit.
+    let after = status_write(
+        &app_status(Some("c2"), Some("c1")),
+        &app_status(Some("c1"), Some("c1")),
+        &[],
+    );
+    assert!(decide_in(&h, &after, Scope::Apps).allowed);
+}
+
+#[test]
+fn a_rollback_rolls_out_as_a_canary_from_the_newer_stable_commit() {
+    let mut h = history(Enforcement::Enforce);
+    let mut app = (*h.app).clone();
+    app.status = Some(crate::app::AppStatus {
+        last_synced_commit: Some("c2".into()),
+        rollback: Some("c1".into()),
+        ..Default::default()
+    });
+    h.app = Arc::new(app);
+    let canary = |status: Value| {
+        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
+        c["status"] = status;
+        Provenance {
+            commit: "c1".into(),
+            app: "shop/web".into(),
+            source_path: "web.yaml".into(),
+            app_uid: None,
+        }
+        .stamp(&mut c);
+        c
+    };
+    let mut request = update(
+        &canary(json!({"phase": "Healthy", "stableCommit": "c2", "canaryCommit": "c2"})),
+        &canary(
+            json!({"phase": "Progressing", "weight": 0, "stableCommit": "c2", "canaryCommit": "c1"}),
+        ),
+        "alice",
+        &[],
+    );
+    request.resource.group = crate::provenance::API_GROUP.into();
+    request.resource.resource = "canaries".into();
+    request.sub_resource = Some("status".into());
+    let verdict = decide_now(&h, &request);
+    assert!(verdict.allowed, "{}", verdict.message);
+}
