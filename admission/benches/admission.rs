@@ -382,7 +382,7 @@ fn project() -> Project {
         "shop",
         ProjectSpec {
             sources: vec![SourceRule {
-                repo: "file:///*".into(),
+                repo: "file:///**".into(),
                 branches: Vec::new(),
             }],
             destinations: vec!["shop".into()],
