@@ -339,6 +339,12 @@ fn message(r: &AdmissionRequest, v: &Violation) -> String {
         v.reason.condition(),
     );
     match &v.app {
+        Some(app) if matches!(v.reason, Reason::UnknownProject | Reason::ProjectForbids) => text
+            .push_str(&format!(
+                ". What a project permits is for cluster admins to change (kubectl gitops \
+                 project get {})",
+                app.spec.project
+            )),
         Some(app) => text.push_str(&format!(
             ". It is managed from Git by app {} ({} branch {} path {}, project {}): change it \
              with a pull request to that branch{}",
