@@ -86,8 +86,9 @@ pub const TABLE: &[Entry] = &[
         resource: "apps",
         subresource: "status",
         rule: Rule::Object,
-        verdict: "`lastSyncedCommit` only on the branch and never back; `rollback` only by the \
-                  break-glass group, recorded (`status-not-explained`)",
+        verdict: "`lastSyncedCommit` only on the branch, never back and never cleared, the first \
+                  of what the head declares; a `rollback` to anything else than what the head \
+                  declares only by the break-glass group, recorded (`status-not-explained`)",
     },
     Entry {
         operations: "UPDATE",
@@ -95,8 +96,10 @@ pub const TABLE: &[Entry] = &[
         resource: "canaries",
         subresource: "status",
         rule: Rule::CanaryStatus,
-        verdict: "`stableCommit` only on the branch and never back (`status-not-explained`); \
-                  steps, weights and pauses are the rollout's",
+        verdict: "`stableCommit` only on the branch and never back; a rollout under way of a \
+                  canary commit on the branch, newer than the stable one (or the recorded \
+                  rollback), started on a commit that changes the target's pod template \
+                  (`status-not-explained`); steps, weights and pauses are the rollout's",
     },
     Entry {
         operations: "UPDATE",
