@@ -30,7 +30,7 @@ pub(crate) fn decide(
 ) -> Result<Verdict, Refusal> {
     let refuse = |v: Violation| Refusal::of(v, request);
     match request.subresource() {
-        None => definition(request, policy, knowledge, controller),
+        None => definition(request, policy, knowledge),
         Some("status") if controller => Ok(Verdict::allow(Reason::Controller)),
         Some("status") => status(request, policy, knowledge).map_err(refuse),
         Some(_) => Ok(Verdict::allow(Reason::Subresource)),
@@ -58,7 +58,6 @@ fn definition(
     request: &AdmissionRequest,
     policy: &Policy,
     knowledge: &dyn Knowledge,
-    controller: bool,
 ) -> Result<Verdict, Refusal> {
     let refuse = |v: Violation| Refusal::of(v, request);
     let old = parse(request.old_object(), request).map_err(refuse)?;
@@ -71,13 +70,7 @@ fn definition(
     if managed {
         let write = Write::of_object(request)
             .map_err(|m| refuse(violation(Reason::Malformed, m).unbreakable()))?;
-        let decision = Decision {
-            request,
-            write: &write,
-            knowledge,
-            controller,
-            member: policy.may_break_glass(&request.user_info),
-        };
+        let decision = Decision::new(request, &write, policy, knowledge);
         decision.object().map_err(refuse)?;
     }
     match (request.operation, new) {
@@ -170,25 +163,13 @@ fn status(
                 .unbreakable()
         })
     };
-    let on_branch = |commit: &str| -> Result<(), Violation> {
-        let known = git(knowledge.has_commit(&new, commit))?;
-        let head = knowledge.branch_head(&new).map_err(|e| {
-            violation(Reason::GitUnavailable, e)
-                .of(&new, None)
-                .unbreakable()
-        })?;
-        if known && git(knowledge.is_ancestor(&new, commit, &head))? {
-            return Ok(());
-        }
-        Err(Violation {
-            fetch_may_help: true,
-            ..forged(format!(
-                "commit {} is not on branch {} of {}",
-                short(commit),
-                new.spec.branch,
-                new.spec.repo_url
-            ))
-        })
+    let head = knowledge.branch_head(&new).map_err(|e| {
+        violation(Reason::GitUnavailable, e)
+            .of(&new, None)
+            .unbreakable()
+    })?;
+    let on_branch = |commit: &str| {
+        super::on_branch(knowledge, &new, commit, &head).map_err(Violation::unbreakable)
     };
     // Whether `commit` is older than `than` (both on the branch).
     let older = |commit: &str, than: &str| -> Result<bool, Violation> {

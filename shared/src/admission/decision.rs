@@ -24,6 +24,23 @@ pub(crate) struct Decision<'a> {
     pub member: bool,
 }
 
+impl<'a> Decision<'a> {
+    pub fn new(
+        request: &'a AdmissionRequest,
+        write: &'a Write<'a>,
+        policy: &super::Policy,
+        knowledge: &'a dyn Knowledge,
+    ) -> Self {
+        Decision {
+            request,
+            write,
+            knowledge,
+            controller: policy.is_controller(&request.user_info),
+            member: policy.may_break_glass(&request.user_info),
+        }
+    }
+}
+
 impl Decision<'_> {
     /// The verdict on the object itself (or its scale) when Git explains it, else why not.
     pub fn object(&self) -> Result<Verdict, Violation> {

@@ -55,7 +55,7 @@ pub use verdict::{BreakGlass, Outcome, Reason, Verdict};
 
 use decision::Decision;
 use review::Write;
-use verdict::{Glass, Violation};
+use verdict::{Glass, Violation, violation};
 
 /// Namespace label that puts a namespace under the webhook: `enforce` or `warn`.
 pub const ENFORCEMENT_LABEL: &str = "gitops.kubectl-gitops.dev/enforcement";
@@ -163,13 +163,7 @@ pub fn decide(
                     Ok(write) => write,
                     Err(message) => return Verdict::malformed(message),
                 };
-                let decision = Decision {
-                    request,
-                    write: &write,
-                    knowledge,
-                    controller,
-                    member: policy.may_break_glass(&request.user_info),
-                };
+                let decision = Decision::new(request, &write, policy, knowledge);
                 match decision.object() {
                     Ok(verdict) => Ok(verdict),
                     Err(v) => Err(refusal(v, request, knowledge, Some(&write))),
@@ -366,6 +360,37 @@ fn message(r: &AdmissionRequest, v: &Violation) -> String {
         None => {}
     }
     text
+}
+
+/// Whether `commit` is on the app's branch: the mirror holds it and the head descends from it.
+/// When it is not, the refusal (of a status that names it) says so, and that a fetch may help.
+pub(crate) fn on_branch(
+    knowledge: &dyn Knowledge,
+    app: &Arc<App>,
+    commit: &str,
+    head: &str,
+) -> Result<(), Violation> {
+    let unavailable = |e: String| violation(Reason::GitUnavailable, e).of(app, None);
+    if knowledge.has_commit(app, commit).map_err(unavailable)?
+        && knowledge
+            .is_ancestor(app, commit, head)
+            .map_err(unavailable)?
+    {
+        return Ok(());
+    }
+    Err(Violation {
+        fetch_may_help: true,
+        ..violation(
+            Reason::StatusNotExplained,
+            format!(
+                "commit {} is not on branch {} of {}",
+                verdict::short(commit),
+                app.spec.branch,
+                app.spec.repo_url
+            ),
+        )
+        .of(app, Some(commit))
+    })
 }
 
 /// The app that wrote `provenance`: the App of that name, unless it is another App of the same

@@ -68,22 +68,8 @@ pub(crate) fn status(
     };
     let git = |r: super::Lookup<bool>| r.map_err(unavailable);
     let head = knowledge.branch_head(&app).map_err(unavailable)?;
-    let on_branch = |commit: &str| -> Result<(), Violation> {
-        if git(knowledge.has_commit(&app, commit))?
-            && git(knowledge.is_ancestor(&app, commit, &head))?
-        {
-            return Ok(());
-        }
-        Err(Violation {
-            fetch_may_help: true,
-            ..forged(format!(
-                "commit {} is not on branch {} of {}",
-                short(commit),
-                app.spec.branch,
-                app.spec.repo_url
-            ))
-            .of(&app, Some(commit))
-        })
+    let on_branch = |commit: &str| {
+        super::on_branch(knowledge, &app, commit, &head).map_err(Violation::for_members)
     };
     let status = app.status.as_ref();
     let rollback = status.and_then(|s| s.rollback.as_deref());
