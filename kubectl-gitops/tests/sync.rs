@@ -754,3 +754,125 @@ fn apps_are_listed_shown_and_deleted_without_touching_their_objects() {
         .assert_failed_saying(&["web"]);
     kubectl.ok(&["get", "configmap", "kept", "-n", &ns.name]);
 }
+
+#[test]
+fn projects_are_added_listed_shown_and_checked_by_every_sync() {
+    let ns = TestNamespace::new("projects");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("app/cm.yaml", &config_map("settings", "1"));
+    repo.write(
+        "app/role.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: reader\nrules: []\n",
+    );
+    repo.commit("first");
+    let name = ns.name.clone();
+    let _cleanup = TestProject { name: name.clone() };
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "project",
+            "add",
+            &name,
+            "--repo",
+            "file:///nowhere/**",
+            "--repo",
+            "!file:///nowhere/denied",
+            "--destination",
+            &ns.name,
+            "--description",
+            "the suite's",
+        ];
+        args.extend_from_slice(extra);
+        gitops.run(&args)
+    };
+    let created = add(&["--deny-kind", "Role.rbac.authorization.k8s.io"]);
+    assert_eq!(created.code, Some(0), "{created:?}");
+    assert!(created.stdout.contains(&format!("project {name} created")));
+    // A second add of the same name needs --overwrite.
+    add(&[]).assert_failed_saying(&["--overwrite"]);
+
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--path",
+        "app",
+        "--project",
+        &name,
+    ]);
+    // Its repository is not among the project's: nothing is fetched or applied.
+    gitops.run(&["sync", "web"]).assert_failed_saying(&[
+        "its project does not permit it",
+        "does not allow branch main of",
+    ]);
+    let repo_pattern = format!("{}", repo.url());
+    let allowed = add(&[
+        "--repo",
+        &repo_pattern,
+        "--deny-kind",
+        "Role.rbac.authorization.k8s.io",
+        "--overwrite",
+    ]);
+    assert_eq!(allowed.code, Some(0), "{allowed:?}");
+    // Every object the project does not permit is named, and nothing is applied.
+    gitops.run(&["sync", "web"]).assert_failed_saying(&[
+        "1 object(s) its project does not permit",
+        "Role/",
+        "app/role.yaml",
+        "denies namespaced kind Role.rbac.authorization.k8s.io",
+    ]);
+    assert!(
+        !kubectl
+            .run(&["get", "configmap", "settings", "-n", &ns.name])
+            .success
+    );
+    add(&["--repo", &repo_pattern, "--overwrite"]);
+    gitops.ok(&["sync", "web"]);
+    kubectl.ok(&["get", "configmap/settings", "role/reader", "-n", &ns.name]);
+
+    let table = gitops.ok(&["project", "list", "-o", "wide"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+    assert!(
+        row.contains(&ns.name) && row.contains("Enforce") && row.contains("Deny"),
+        "{row}"
+    );
+    let listed: Value =
+        serde_json::from_str(&gitops.ok(&["project", "list", "-o", "json"])).expect("JSON");
+    let ours = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["metadata"]["name"] == name.as_str()))
+        .cloned()
+        .expect("the project is listed");
+    assert_eq!(
+        ours["spec"]["sources"][1]["repo"],
+        "!file:///nowhere/denied"
+    );
+    assert_eq!(ours["spec"]["description"], "the suite's");
+    let shown = gitops.ok(&["project", "get", &name]);
+    assert!(
+        shown.contains("destinations:") && shown.contains(&repo.url()),
+        "{shown}"
+    );
+    gitops
+        .run(&[
+            "project",
+            "add",
+            "bad",
+            "--repo",
+            "not-a-url",
+            "--destination",
+            "x",
+        ])
+        .assert_failed_saying(&["--repo \"not-a-url\" is not a URL pattern"]);
+    let deleted = gitops.ok(&["project", "delete", &name]);
+    assert!(deleted.contains("its apps are refused"), "{deleted}");
+    gitops
+        .run(&["sync", "web"])
+        .assert_failed_saying(&[&format!("project {name} does not exist")]);
+}

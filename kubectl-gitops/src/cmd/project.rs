@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use shared::project::{
     ConnectPolicy, Enforcement, KindPattern, KindRules, Project, ProjectSpec, SecretRef, SourceRule,
@@ -158,11 +158,16 @@ pub async fn run(
             let args = *args;
             let name = args.name.clone();
             let overwrite = args.overwrite;
-            let project = Project::new(&name, args.spec()?);
-            if overwrite {
-                let params = PatchParams::apply(crate::engine::FIELD_MANAGER).force();
+            let mut project = Project::new(&name, args.spec()?);
+            let existing = projects
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("cannot read project {name}"))?;
+            if let (true, Some(existing)) = (overwrite, existing) {
+                // The whole spec is replaced, whoever wrote the fields before.
+                project.metadata = existing.metadata;
                 projects
-                    .patch(&name, &params, &Patch::Apply(&project))
+                    .replace(&name, &PostParams::default(), &project)
                     .await
                     .with_context(|| format!("cannot write project {name}"))?;
                 writeln!(out, "project {name} configured")?;
