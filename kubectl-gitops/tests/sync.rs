@@ -808,7 +808,7 @@ fn projects_are_added_listed_shown_and_checked_by_every_sync() {
         "its project does not permit it",
         "does not allow branch main of",
     ]);
-    let repo_pattern = format!("{}", repo.url());
+    let repo_pattern = repo.url();
     let allowed = add(&[
         "--repo",
         &repo_pattern,
