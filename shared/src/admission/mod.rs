@@ -144,7 +144,7 @@ pub fn decide(
     let controller = policy.is_controller(&request.user_info);
     let decided = match scope {
         Scope::Apps => apps::decide(request, policy, knowledge, controller),
-        Scope::Namespaces => namespaces::decide(request, policy, knowledge, controller),
+        Scope::Namespaces => namespaces::decide(request, policy, controller),
         Scope::Enforce | Scope::Warn | Scope::Cluster => match subresources::rule(request) {
             rule @ (subresources::Rule::Object
             | subresources::Rule::Scale
@@ -169,7 +169,7 @@ pub fn decide(
                     Err(v) => Err(refusal(v, request, knowledge, Some(&write))),
                 }
             }
-            rule => subresources::decide(rule, request, scope, policy, knowledge, controller)
+            rule => subresources::decide(rule, request, scope, knowledge, controller)
                 .map_err(|v| refusal(v, request, knowledge, None)),
         },
     };

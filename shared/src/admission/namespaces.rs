@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::policy::Policy;
 use super::review::{AdmissionRequest, Operation};
 use super::verdict::{Reason, Verdict, violation};
-use super::{ENFORCEMENT_LABEL, Knowledge, Refusal};
+use super::{ENFORCEMENT_LABEL, Refusal};
 use crate::provenance::Provenance;
 
 fn strength(mode: Option<&str>) -> u8 {
@@ -26,7 +26,6 @@ fn label<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
 pub(crate) fn decide(
     request: &AdmissionRequest,
     policy: &Policy,
-    _knowledge: &dyn Knowledge,
     controller: bool,
 ) -> Result<Verdict, Refusal> {
     let (Some(old), Some(new)) = (request.old_object(), request.new_object()) else {

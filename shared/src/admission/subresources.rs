@@ -2,7 +2,6 @@
 //! attach, port-forward, proxy). [`TABLE`] is the one list; the decision routes by it and the
 //! README shows it (a test keeps the two equal).
 
-use super::policy::Policy;
 use super::review::{AdmissionRequest, Operation};
 use super::verdict::{Reason, Verdict, Violation, violation};
 use super::{Knowledge, Scope, rollouts};
@@ -287,11 +286,9 @@ pub(crate) fn decide(
     rule: Rule,
     request: &AdmissionRequest,
     scope: Scope,
-    policy: &Policy,
     knowledge: &dyn Knowledge,
     controller: bool,
 ) -> Result<Verdict, Violation> {
-    let _ = policy;
     match rule {
         Rule::Object | Rule::Scale | Rule::StatusMetadata | Rule::Admit | Rule::NotSent => {
             Ok(Verdict::allow(Reason::Subresource))
