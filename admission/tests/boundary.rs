@@ -405,6 +405,34 @@ fn an_app_creator_chooses_nothing_its_project_does_not_allow() {
         ),
     );
     assert!(ok.success, "{ok:?}");
+    // An App nobody reviews (kube-system is never selected) makes the webhook reach out to no
+    // repository its project does not permit.
+    let counted = Repo::new();
+    counted.write("app/settings.yaml", &config_map("settings", "evil"));
+    counted.commit("mine");
+    let server = counted.serve_http();
+    let unreviewed = format!("e2e-bnd-{:x}", std::process::id());
+    cluster().kubectl().apply(&app(
+        "kube-system",
+        &unreviewed,
+        &format!(
+            "  repoURL: {}\n  destinationNamespace: {ns}\n",
+            server.url()
+        ),
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = cluster().kubectl().run(&[
+        "delete",
+        "apps.gitops.kubectl-gitops.dev",
+        &unreviewed,
+        "-n",
+        "kube-system",
+    ]);
+    assert_eq!(
+        server.connections(),
+        0,
+        "the webhook fetched an unpermitted repository"
+    );
     // Deleting an App stops its syncs; it does not open its objects.
     let deleted = as_user(
         "carol",
@@ -948,6 +976,22 @@ fn the_enforcement_switch_and_the_webhook_configuration_protect_themselves() {
         "enforcement-changed",
         &[common::INSTANCE_LABEL],
     );
+    // Nor through the status subresource, which keeps a Namespace's label changes.
+    assert_refused(
+        &kubectl.run(&[
+            "patch",
+            "namespace",
+            &ns.name,
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"metadata":{{"labels":{{"{ENFORCEMENT_LABEL}":null}}}}}}"#),
+        ]),
+        "enforcement-changed",
+        &["is removed"],
+    );
     // Recorded in the webhook's own namespace (the suites run it with `default`).
     let switch_records = || {
         records("default")
@@ -955,7 +999,7 @@ fn the_enforcement_switch_and_the_webhook_configuration_protect_themselves() {
             .filter(|r| r["spec"]["object"]["name"] == ns.name.as_str())
             .count()
     };
-    assert_eq!(switch_records(), 3);
+    assert_eq!(switch_records(), 4);
     // Break-glass, with a reason and an expiry on the namespace, may.
     let in_an_hour = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
     let glass = kubectl.run(&[
@@ -1020,6 +1064,33 @@ subjects: [{kind: User, name: olga, apiGroup: rbac.authorization.k8s.io}]
         ],
     );
     assert!(!narrowed.success, "{narrowed:?}");
+    // A caBundle rotation (what cert-manager's injector does) is not refused by the policy; the
+    // webhook, which knows its own CA, puts its own back.
+    let live_bundle =
+        kubectl.json(&["get", vwc[0], vwc[1]])["webhooks"][0]["clientConfig"]["caBundle"].clone();
+    let rotated = as_user(
+        "olga",
+        &[],
+        &[
+            "patch",
+            vwc[0],
+            vwc[1],
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"cm90YXRlZA=="}]"#,
+        ],
+    );
+    assert!(rotated.success, "{rotated:?}");
+    wait::until("its own CA is back", Duration::from_secs(30), || {
+        let live = kubectl.json(&["get", vwc[0], vwc[1]]);
+        let bundle = &live["webhooks"][0]["clientConfig"]["caBundle"];
+        if *bundle == live_bundle {
+            Ok(())
+        } else {
+            Err(bundle.to_string())
+        }
+    });
     let _ = kubectl.run(&[
         "delete",
         "clusterrolebinding,clusterrole",
@@ -1064,7 +1135,7 @@ subjects: [{kind: User, name: olga, apiGroup: rbac.authorization.k8s.io}]
             r["spec"]["outcome"] == "Reverted" && r["spec"]["object"]["name"] == own.name.as_str()
         })
         .collect();
-    assert_eq!(reverted.len(), 2, "{reverted:#?}");
+    assert_eq!(reverted.len(), 3, "{reverted:#?}");
     assert!(
         reverted.iter().any(|r| r["spec"]["verb"] == "UPDATE"
             && r["spec"]["user"]

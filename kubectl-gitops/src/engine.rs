@@ -91,14 +91,8 @@ pub fn check_project(project: &Project, app: &App, objects: &[Resolved]) -> anyh
     let refusals: Vec<String> = objects
         .iter()
         .filter_map(|r| {
-            let group = &r.resource.group;
-            let kind = &r.resource.kind;
-            let checked = match r.manifest.namespace().filter(|_| r.namespaced) {
-                Some(ns) => project
-                    .permits_destination(ns)
-                    .and_then(|()| project.permits_kind(group, kind, true)),
-                None => project.permits_kind(group, kind, false),
-            };
+            let namespace = r.manifest.namespace().filter(|_| r.namespaced);
+            let checked = project.permits_object(&r.resource.group, &r.resource.kind, namespace);
             checked.err().map(|refusal| {
                 format!(
                     "{} ({}): {refusal}",
@@ -589,7 +583,6 @@ pub async fn prune_candidates(
     app: &App,
     desired: &Desired,
 ) -> anyhow::Result<Vec<(InventoryEntry, Api<DynamicObject>, Value)>> {
-    let id = app.key();
     let keep: BTreeSet<_> = desired.objects.iter().map(key_of).collect();
     let previous = app
         .status
@@ -605,10 +598,7 @@ pub async fn prune_candidates(
             continue;
         };
         // Only objects this very App wrote (not a deleted App of the same name).
-        let ours = |p: Provenance| {
-            p.app == id && p.app_uid.is_none_or(|uid| Some(uid) == app.metadata.uid)
-        };
-        if Provenance::read(&live).is_some_and(ours) {
+        if Provenance::read(&live).is_some_and(|p| p.written_by(app)) {
             candidates.push((entry, api, live));
         }
     }

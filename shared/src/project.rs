@@ -383,6 +383,22 @@ impl Project {
         )))
     }
 
+    /// Whether its apps may write an object of `group`/`kind` into `namespace` (`None`:
+    /// cluster-scoped): the namespace is a destination and the kind is allowed there.
+    pub fn permits_object(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<(), Refusal> {
+        match namespace {
+            Some(ns) => self
+                .permits_destination(ns)
+                .and_then(|()| self.permits_kind(group, kind, true)),
+            None => self.permits_kind(group, kind, false),
+        }
+    }
+
     /// Whether `app` may be defined as it is: where it lives, where it syncs from and to.
     pub fn permits_app(&self, app: &App) -> Result<(), Refusal> {
         self.permits_app_namespace(app.metadata.namespace.as_deref().unwrap_or_default())?;

@@ -145,6 +145,16 @@ impl Provenance {
         }
     }
 
+    /// Whether `app` wrote it: the App of that name, and not another App of the same name
+    /// (deleted and defined again since). Objects written before uids were recorded name none.
+    pub fn written_by(&self, app: &crate::app::App) -> bool {
+        self.app == app.key()
+            && match (&self.app_uid, &app.metadata.uid) {
+                (Some(wrote), Some(is)) => wrote == is,
+                _ => true,
+            }
+    }
+
     /// Writes the provenance annotations and the managed label into an object (a JSON value
     /// with `metadata`).
     pub fn stamp(&self, object: &mut serde_json::Value) {

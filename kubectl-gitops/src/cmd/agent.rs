@@ -14,7 +14,6 @@ use shared::app::App;
 use tokio::sync::watch;
 
 use crate::cmd::sync::parse_duration;
-
 use crate::exit::Code;
 use crate::kube_context::KubeArgs;
 use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};

@@ -28,7 +28,7 @@ pub enum AppCommand {
         output: Format,
     },
     /// Delete an app definition. The objects it synced stay in the cluster, guarded by the
-    /// webhook until an app of that name is defined again.
+    /// webhook; an app defined again under that name takes over only what its Git declares.
     Delete { name: String },
 }
 
@@ -153,7 +153,7 @@ pub async fn run(
                 .with_context(|| format!("cannot delete app {}/{name}", ctx.namespace))?;
             writeln!(
                 out,
-                "app {}/{name} deleted; the objects it synced stay in the cluster (guarded until an app of that name is defined again)",
+                "app {}/{name} deleted; the objects it synced stay in the cluster, guarded (an app defined again under this name takes over only what its Git declares)",
                 ctx.namespace
             )?;
         }

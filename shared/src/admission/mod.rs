@@ -396,11 +396,9 @@ pub(crate) fn on_branch(
 /// The app that wrote `provenance`: the App of that name, unless it is another App of the same
 /// name (deleted and defined again since), whose objects these are not.
 pub(crate) fn app_of(knowledge: &dyn Knowledge, provenance: &Provenance) -> Option<Arc<App>> {
-    let app = knowledge.app(&provenance.app)?;
-    match (&provenance.app_uid, &app.metadata.uid) {
-        (Some(wrote), Some(is)) if wrote != is => None,
-        _ => Some(app),
-    }
+    knowledge
+        .app(&provenance.app)
+        .filter(|app| provenance.written_by(app))
 }
 
 #[cfg(test)]

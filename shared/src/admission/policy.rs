@@ -95,13 +95,9 @@ pub(crate) fn permits_object(
     kind: &str,
     namespace: Option<&str>,
 ) -> Result<(), Violation> {
-    let checked = match namespace {
-        Some(ns) => project
-            .permits_destination(ns)
-            .and_then(|()| project.permits_kind(group, kind, true)),
-        None => project.permits_kind(group, kind, false),
-    };
-    checked.map_err(|refusal| violation(Reason::ProjectForbids, refusal.0).of(app, None))
+    project
+        .permits_object(group, kind, namespace)
+        .map_err(|refusal| violation(Reason::ProjectForbids, refusal.0).of(app, None))
 }
 
 /// Whether the project of `app` is in warn mode (and still permits the app).

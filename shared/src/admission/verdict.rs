@@ -56,49 +56,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order above (for documentation and metrics).
-    pub const ALL: [Reason; 39] = [
-        Reason::Traceable,
-        Reason::Unmanaged,
-        Reason::Controller,
-        Reason::Subresource,
-        Reason::Pruned,
-        Reason::AppPermitted,
-        Reason::AppUnchanged,
-        Reason::StatusExplained,
-        Reason::EnforcementKept,
-        Reason::ConnectAllowed,
-        Reason::BreakGlass,
-        Reason::Warned,
-        Reason::Terminating,
-        Reason::ConfigurationRestored,
-        Reason::FieldChanged,
-        Reason::ScaleManaged,
-        Reason::LabelChanged,
-        Reason::AnnotationChanged,
-        Reason::ContentDiffers,
-        Reason::DeleteOnBranch,
-        Reason::NoProvenance,
-        Reason::ProvenanceRemoved,
-        Reason::UnknownApp,
-        Reason::AppChanged,
-        Reason::UnknownCommit,
-        Reason::NotOnBranch,
-        Reason::NotDeclared,
-        Reason::Downgrade,
-        Reason::AppRepointed,
-        Reason::UnknownProject,
-        Reason::ProjectForbids,
-        Reason::StatusNotExplained,
-        Reason::EnforcementChanged,
-        Reason::SubresourceDenied,
-        Reason::ConnectDenied,
-        Reason::RecordKept,
-        Reason::BreakGlassInvalid,
-        Reason::GitUnavailable,
-        Reason::Malformed,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Traceable => "traceable",
