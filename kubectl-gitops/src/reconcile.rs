@@ -14,9 +14,7 @@ use crate::engine::{self, Action, Desired, ObjectResult};
 use crate::health::{self, Health};
 use crate::rollout;
 
-/// Annotation `kubectl gitops sync --async` sets on an app; the agent syncs the app when its
-/// value differs from `status.lastHandledRequest`.
-pub const SYNC_REQUEST_ANNOTATION: &str = "gitops.kubectl-gitops.dev/sync-requested";
+pub use shared::app::SYNC_REQUEST_ANNOTATION;
 
 /// What to sync and on whose behalf.
 #[derive(Debug, Clone)]

@@ -209,7 +209,24 @@ async fn prepare_one(
         }
         status.replicas = Some(total);
     } else {
-        let previous = Provenance::read(&live).map(|p| p.commit);
+        // A stable copy runs what the branch held: after a force-push took the live commit off
+        // the branch, the new template is applied in full, as for a first rollout.
+        let previous = match Provenance::read(&live).map(|p| p.commit) {
+            Some(previous) => {
+                let (mirror, branch) = (mirror.clone(), app.spec.branch.clone());
+                let candidate = previous.clone();
+                let on_branch = tokio::task::spawn_blocking(move || {
+                    mirror
+                        .resolve(&candidate)
+                        .and_then(|id| mirror.ensure_on_branch(id, &branch))
+                        .is_ok()
+                })
+                .await
+                .context("the Git task panicked")?;
+                on_branch.then_some(previous)
+            }
+            None => None,
+        };
         let changed = match &previous {
             Some(previous) if *previous != commit => at(previous.clone())
                 .await?

@@ -4,6 +4,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Annotation `kubectl gitops sync --async` sets on an app; the agent syncs the app when its
+/// value differs from `status.lastHandledRequest`. It asks, it does not define: never compared.
+pub const SYNC_REQUEST_ANNOTATION: &str = "gitops.kubectl-gitops.dev/sync-requested";
+
 /// How many sync records an app keeps in its status.
 pub const HISTORY_LIMIT: usize = 20;
 

@@ -50,14 +50,28 @@ impl Decision<'_> {
             return self.delete(old_provenance);
         }
         // Objects a controller derives from a managed one (a ReplicaSet from a Deployment) carry
-        // copies of its annotations; the owner is what Git governs.
-        if self.controller && self.write.new.as_deref().is_some_and(has_controller_owner) {
+        // copies of its annotations; the owner is what Git governs. (An owner the write itself
+        // adds to an object that had none does not make it derived.)
+        if self.controller
+            && self.write.new.as_deref().is_some_and(has_controller_owner)
+            && self.write.old.as_deref().is_none_or(has_controller_owner)
+        {
             return Ok(Verdict::allow(Reason::Controller));
         }
         if let Some(old) = self.write.old.as_deref()
             && !old["metadata"]["deletionTimestamp"].is_null()
         {
             return self.terminating(old);
+        }
+        // Provenance is the sync's to write: a controller does not change it, and nobody takes
+        // away the App uid that ties an object to the App that wrote it.
+        if let (Some(old), Some(new)) = (&old_provenance, &new_provenance)
+            && ((self.controller && old != new) || (old.app_uid.is_some() && new.app_uid.is_none()))
+        {
+            return Err(violation(
+                Reason::ProvenanceRemoved,
+                "the write changes the provenance of a managed object, which only a sync writes",
+            ));
         }
         let Some(provenance) = new_provenance else {
             if old_provenance.is_some() {
@@ -142,34 +156,78 @@ impl Decision<'_> {
     }
 
     fn delete(&self, provenance: Option<Provenance>) -> Result<Verdict, Violation> {
-        let Some(provenance) = provenance else {
-            return Ok(Verdict::allow(Reason::Unmanaged));
-        };
         if self.controller {
             // Garbage collection and namespace deletion.
             return Ok(Verdict::allow(Reason::Controller));
         }
+        let Some(provenance) = provenance else {
+            // What a controller derives (a Pod of a ReplicaSet) goes and comes back; anything
+            // else no sync wrote (a claim a StatefulSet made, an object from before enforcement)
+            // is deleted only by controllers or break-glass.
+            if self.write.old.as_deref().is_some_and(has_controller_owner) {
+                return Ok(Verdict::allow(Reason::Unmanaged));
+            }
+            return Err(violation(
+                Reason::NoProvenance,
+                "the object carries no provenance and no controller owns it: in an enforced \
+                 namespace only controllers (and break-glass) delete what no sync wrote",
+            ));
+        };
         let app = super::app_of(self.knowledge, &provenance)
             .ok_or_else(|| self.unknown_app(&provenance))?;
         let head = self
             .knowledge
             .head_manifests(&app)
             .map_err(|e| violation(Reason::GitUnavailable, e).of(&app, Some(&provenance.commit)))?;
-        match head.iter().find(|m| self.declares(m, &app)) {
-            Some(m) => Err(Violation {
+        let refused = |detail: String| {
+            Err(Violation {
                 fetch_may_help: true,
-                ..violation(
-                    Reason::DeleteOnBranch,
-                    format!(
-                        "the object is still declared in {} at the head of branch {}",
-                        m.location(),
-                        app.spec.branch
-                    ),
-                )
-                .of(&app, Some(&provenance.commit))
-            }),
-            None => Ok(Verdict::allow(Reason::Pruned)),
+                ..violation(Reason::DeleteOnBranch, detail).of(&app, Some(&provenance.commit))
+            })
+        };
+        if let Some(m) = head.iter().find(|m| self.declares(m, &app)) {
+            // A rollback the app records (break-glass) prunes what its commit does not declare.
+            let rolled_back_without_it = app
+                .status
+                .as_ref()
+                .and_then(|s| s.rollback.as_deref())
+                .and_then(|r| self.knowledge.app_manifests(&app, r).ok())
+                .is_some_and(|at| !at.iter().any(|m| self.declares(m, &app)));
+            if rolled_back_without_it {
+                return Ok(Verdict::allow(Reason::Pruned));
+            }
+            return refused(format!(
+                "the object is still declared in {} at the head of branch {}",
+                m.location(),
+                app.spec.branch
+            ));
         }
+        // A rollout's stable copy is Git's target at the stable commit while the rollout keeps
+        // replicas on it.
+        if let Some(namespace) = self.request.namespace()
+            && self.is_deployment()
+            && let Some(target) = canary::target_of_stable(self.request.name())
+            && let Some(strategy) = self.rollout_of(&app, namespace, target)
+            && let Some(status) = strategy.status.as_ref().filter(|s| s.in_rollout())
+            && status.weight_in_force() < 100
+        {
+            return refused(format!(
+                "the object is the stable copy of Deployment {target}, which a rollout under way \
+                 keeps replicas on"
+            ));
+        }
+        Ok(Verdict::allow(Reason::Pruned))
+    }
+
+    /// The Canary of `target` that `app` declares (a Canary of another app explains nothing).
+    fn rollout_of(&self, app: &App, namespace: &str, target: &str) -> Option<Arc<canary::Canary>> {
+        self.knowledge.rollout(namespace, target).filter(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APP_ANNOTATION))
+                .is_some_and(|owner| *owner == app.key())
+        })
     }
 
     /// Objects of an app that no longer exists stay as Git last set them: nobody but
@@ -295,7 +353,7 @@ impl Decision<'_> {
         };
         crate::normalise::as_stored(&mut wanted);
         if stable.is_none()
-            && let Some(replicas) = self.rollout_replicas(declared)
+            && let Some(replicas) = self.rollout_replicas(&app, declared)
         {
             // Git's spec holds the replicas; one that is not a map explains none of them.
             match wanted
@@ -507,12 +565,12 @@ impl Decision<'_> {
     }
 
     /// The replicas a rollout under way holds the Deployment Git declares at: the canary's share.
-    fn rollout_replicas(&self, declared: &Manifest) -> Option<i64> {
+    fn rollout_replicas(&self, app: &App, declared: &Manifest) -> Option<i64> {
         if !self.is_deployment() {
             return None;
         }
         let namespace = self.request.namespace()?;
-        let strategy = self.knowledge.rollout(namespace, self.request.name())?;
+        let strategy = self.rollout_of(app, namespace, self.request.name())?;
         let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
         let total = canary::total_replicas(&declared.object);
         Some(canary::split(total, status.weight_in_force().clamp(0, 100)).1)
@@ -533,7 +591,7 @@ impl Decision<'_> {
         }
         let namespace = self.request.namespace()?;
         let target = canary::target_of_stable(self.request.name())?;
-        let strategy = self.knowledge.rollout(namespace, target)?;
+        let strategy = self.rollout_of(app, namespace, target)?;
         let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
         if status.stable_commit.as_deref() != Some(commit) {
             return None;

@@ -9,7 +9,7 @@ use super::policy::Policy;
 use super::review::{AdmissionRequest, Operation};
 use super::verdict::{Reason, Verdict, violation};
 use super::{ENFORCEMENT_LABEL, Refusal};
-use crate::provenance::Provenance;
+use crate::provenance::{MANAGED_LABEL, MANAGED_VALUE, Provenance};
 
 fn strength(mode: Option<&str>) -> u8 {
     match mode {
@@ -31,8 +31,11 @@ pub(crate) fn decide(
     let (Some(old), Some(new)) = (request.old_object(), request.new_object()) else {
         return Ok(Verdict::allow(Reason::EnforcementKept));
     };
-    if request.operation != Operation::Update || controller || Provenance::read(old).is_some() {
-        // A Namespace declared in Git: its labels are Git's, decided as a managed object.
+    // A Namespace declared in Git (its provenance, and the label that sends its writes to the
+    // cluster-scoped webhook): its labels are Git's, decided there as a managed object.
+    let managed = Provenance::read(old).is_some()
+        && old["metadata"]["labels"][MANAGED_LABEL] == MANAGED_VALUE;
+    if request.operation != Operation::Update || controller || managed {
         return Ok(Verdict::allow(Reason::EnforcementKept));
     }
     let (before, after) = (label(old, ENFORCEMENT_LABEL), label(new, ENFORCEMENT_LABEL));

@@ -159,6 +159,8 @@ fn rolling_out(weight: i32) -> Arc<canary::Canary> {
         serde_json::from_value(json!({"target": "web", "steps": [{"setWeight": 50}]}))
             .expect("a strategy"),
     );
+    strategy.metadata.annotations =
+        Some([(APP_ANNOTATION.to_owned(), "shop/web".to_owned())].into());
     strategy.status = Some(canary::CanaryStatus {
         phase: Some(canary::Phase::Progressing),
         weight: Some(weight),
@@ -976,6 +978,15 @@ fn the_enforcement_label_is_weakened_only_by_git_or_break_glass() {
         Scope::Namespaces,
     );
     assert!(strengthened.allowed);
+    // Provenance annotations without the managed label do not hand the switch to the
+    // cluster-scoped webhook, which never sees such a Namespace.
+    let mut posing = ns(Some("enforce"));
+    posing["metadata"]["annotations"] = json!({
+        "gitops.kubectl-gitops.dev/commit": "c2", APP_ANNOTATION: "shop/web",
+        "gitops.kubectl-gitops.dev/source-path": "web.yaml"});
+    let mut lowered = posing.clone();
+    lowered["metadata"]["labels"][ENFORCEMENT_LABEL] = "warn".into();
+    assert!(!decide_in(&h, &write(&posing, &lowered, &[]), Scope::Namespaces).allowed);
     let mut glass = ns(None);
     glass["metadata"]["annotations"] = json!({
         BREAK_GLASS_REASON: "INC-7",
@@ -1265,4 +1276,150 @@ fn a_rollback_rolls_out_as_a_canary_from_the_newer_stable_commit() {
     request.sub_resource = Some("status".into());
     let verdict = decide_now(&h, &request);
     assert!(verdict.allowed, "{}", verdict.message);
+}
+
+#[test]
+fn a_secrets_keys_are_git_s_alone_however_they_are_sent() {
+    let mut h = history(Enforcement::Enforce);
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web\nstringData: {token: 'v1'}\n";
+    h.files.insert(("c2", "web.yaml"), manifests(yaml));
+    let mut applied = manifests(yaml)[0].object.clone();
+    Provenance {
+        commit: "c2".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut applied);
+    let mut old = applied.clone();
+    crate::normalise::as_stored(&mut old);
+    old["metadata"]["namespace"] = "shop".into();
+    owned_by(&mut old, "kubectl-gitops", &applied);
+    // A server-side apply of stringData {NODE_OPTIONS}: owned under stringData, stored in data.
+    let mut new = old.clone();
+    new["data"]["NODE_OPTIONS"] = "LS1yZXF1aXJlIC90bXAveA==".into();
+    let mut managers = old["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .expect("managers");
+    managers.push(
+        json!({"manager": "attacker", "operation": "Apply", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:stringData": {"f:NODE_OPTIONS": {}}}}),
+    );
+    new["metadata"]["managedFields"] = Value::Array(managers);
+    let verdict = decide_now(&h, &review("UPDATE", Some(&old), Some(&new), "alice", &[]));
+    assert!(!verdict.allowed, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("data.NODE_OPTIONS"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn what_no_sync_wrote_is_deleted_only_by_controllers_unless_a_controller_owns_it() {
+    let h = history(Enforcement::Enforce);
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-db-0", "namespace": "shop"}});
+    let delete = |object: &Value, user: &str| review("DELETE", Some(object), None, user, &[]);
+    assert_eq!(
+        decide_now(&h, &delete(&claim, "alice")).reason,
+        Reason::NoProvenance
+    );
+    assert!(
+        decide_now(
+            &h,
+            &delete(
+                &claim,
+                "system:serviceaccount:kube-system:namespace-controller"
+            )
+        )
+        .allowed
+    );
+    let mut pod = claim.clone();
+    pod["kind"] = "Pod".into();
+    pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]);
+    assert!(decide_now(&h, &delete(&pod, "alice")).allowed);
+}
+
+#[test]
+fn provenance_is_the_syncs_to_write_even_for_controllers() {
+    let h = history(Enforcement::Enforce);
+    let mut old = live("ConfigMap", "c2");
+    old["metadata"]["annotations"][crate::provenance::APP_UID_ANNOTATION] = "u1".into();
+    let mut repointed = old.clone();
+    repointed["metadata"]["annotations"][APP_ANNOTATION] = "shop/nowhere".into();
+    repointed["data"]["value"] = "anything".into();
+    let gc = "system:serviceaccount:kube-system:generic-garbage-collector";
+    assert_eq!(
+        decide_now(&h, &update(&old, &repointed, gc, &[])).reason,
+        Reason::ProvenanceRemoved
+    );
+    let mut unbound = old.clone();
+    unbound["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .remove(crate::provenance::APP_UID_ANNOTATION);
+    assert_eq!(
+        decide_now(&h, &update(&old, &unbound, "alice", &[])).reason,
+        Reason::ProvenanceRemoved
+    );
+    // A controller owner a controller adds does not make the object derived.
+    let mut owned = old.clone();
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "x", "controller": true}]);
+    owned["data"]["value"] = "anything".into();
+    assert!(!decide_now(&h, &update(&old, &owned, gc, &[])).allowed);
+}
+
+#[test]
+fn a_rollout_counts_only_for_its_own_app_and_keeps_its_stable_copy_while_it_has_replicas() {
+    let mut h = history(Enforcement::Enforce);
+    let old = live("Deployment", "c2");
+    let mut half = old.clone();
+    half["spec"]["replicas"] = 1.into();
+    let mut foreign = (*rolling_out(50)).clone();
+    foreign.metadata.annotations =
+        Some([(APP_ANNOTATION.to_owned(), "shop/other".to_owned())].into());
+    h.rollout = Some(Arc::new(foreign));
+    assert!(!decide_now(&h, &update(&old, &half, "alice", &[])).allowed);
+    // The stable copy of a rollout under way is not deleted by hand; once the canary has every
+    // replica the rollout deletes it.
+    let mut stamped = declared("Deployment", "c1");
+    Provenance {
+        commit: "c1".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut stamped);
+    let copy = canary::stable_copy(&stamped, 1);
+    h.rollout = Some(rolling_out(50));
+    let delete = review("DELETE", Some(&copy), None, "alice", &[]);
+    assert_eq!(decide_now(&h, &delete).reason, Reason::DeleteOnBranch);
+    h.rollout = Some(rolling_out(100));
+    assert!(decide_now(&h, &delete).allowed);
+}
+
+#[test]
+fn a_recorded_rollback_prunes_what_its_commit_does_not_declare() {
+    let mut h = history(Enforcement::Enforce);
+    // c1 declares only the ConfigMap; head c2 declares both.
+    let only_settings = C1.split("---").next().expect("the ConfigMap").to_owned();
+    h.files
+        .insert(("c1", "web.yaml"), manifests(&only_settings));
+    let delete = review(
+        "DELETE",
+        Some(&live("Deployment", "c2")),
+        None,
+        "alice",
+        &[],
+    );
+    assert_eq!(decide_now(&h, &delete).reason, Reason::DeleteOnBranch);
+    let mut app = (*h.app).clone();
+    app.status = Some(crate::app::AppStatus {
+        rollback: Some("c1".into()),
+        ..Default::default()
+    });
+    h.app = Arc::new(app);
+    assert_eq!(decide_now(&h, &delete).reason, Reason::Pruned);
 }

@@ -182,9 +182,22 @@ pub(crate) fn known_default(path: &[&str], value: &Value) -> bool {
         [.., "volumeClaimTemplates", _, "status"] => {
             *value == serde_json::json!({"phase": "Pending"})
         }
+        [
+            ..,
+            "volumeClaimTemplates",
+            _,
+            "metadata",
+            "creationTimestamp",
+        ] => value.is_null(),
         // Projected volume sources and downward API items.
         [.., "sources", _, "serviceAccountToken", "expirationSeconds"] => value == 3600,
         [.., "items", _, "fieldRef", "apiVersion"] => value == "v1",
+        [.., "items", _, "resourceFieldRef", "divisor"] => value == "0",
+        // A LimitRange item's default limits and requests (filled from its max and defaults).
+        [.., "limits", _, "default" | "defaultRequest"] => value.is_object(),
+        // A Job's pod failure policy conditions; a webhook configuration's rule scope.
+        [.., "onPodConditions", _, "status"] => value == "True",
+        [.., "rules", _, "scope"] => value == "*",
         _ => false,
     }
 }
@@ -207,8 +220,13 @@ fn element_matches(key: &str, index: usize, value: &Value) -> bool {
     false
 }
 
-/// Annotations that say how an object was written, not what it is; never compared.
-const IGNORED_ANNOTATIONS: [&str; 2] = [BREAK_GLASS_REASON, BREAK_GLASS_EXPIRES];
+/// Annotations that say how an object was written, or ask for a sync, not what it is; never
+/// compared. (Who may add break-glass marks is decided apart.)
+const IGNORED_ANNOTATIONS: [&str; 3] = [
+    BREAK_GLASS_REASON,
+    BREAK_GLASS_EXPIRES,
+    crate::app::SYNC_REQUEST_ANNOTATION,
+];
 
 /// Metadata the server writes while an object is deleted.
 const DELETION_METADATA: [&str; 2] = ["deletionTimestamp", "deletionGracePeriodSeconds"];
@@ -332,10 +350,16 @@ impl Walk<'_, '_> {
                 }
             }
             None => {
-                let server_set = |value: &Value| match self.ownership.owner(segs) {
-                    Owned::No => true,
-                    Owned::Within => known_default(labels, value),
-                    Owned::Exactly => false,
+                // A ConfigMap's or Secret's keys have no defaults: one Git does not set is the
+                // writer's even when no manager owns it (a Secret's `stringData` key is owned
+                // under `stringData` and stored under `data`).
+                let server_set = |value: &Value| match labels.as_slice() {
+                    ["data" | "binaryData" | "stringData", ..] => false,
+                    _ => match self.ownership.owner(segs) {
+                        Owned::No => true,
+                        Owned::Within => known_default(labels, value),
+                        Owned::Exactly => false,
+                    },
                 };
                 let allowed = self.controller || new.is_none_or(server_set);
                 if !allowed {
