@@ -1043,6 +1043,20 @@ subjects: [{kind: User, name: olga, apiGroup: rbac.authorization.k8s.io}]
 ",
     );
     let vwc = ["validatingwebhookconfiguration", own.name.as_str()];
+    // The apiserver evaluates the policy once its informers have loaded it, a moment after the
+    // webhook registered it: a server-side dry run (admission runs, nothing is deleted) says when.
+    wait::until(
+        "the guard policy is in force",
+        Duration::from_secs(30),
+        || {
+            let probe = as_user("olga", &[], &["delete", vwc[0], vwc[1], "--dry-run=server"]);
+            if probe.stderr.contains("may not change or delete it") {
+                Ok(())
+            } else {
+                Err(format!("{probe:?}"))
+            }
+        },
+    );
     let by_olga = as_user("olga", &[], &["delete", vwc[0], vwc[1]]);
     assert!(!by_olga.success, "{by_olga:?}");
     assert!(
