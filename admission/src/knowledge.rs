@@ -17,6 +17,7 @@ use shared::canary::Canary;
 use shared::git::{Credentials, Mirror, ObjectId};
 use shared::manifest::{self, Manifest};
 use shared::project::Project;
+use shared::provenance::APP_ANNOTATION;
 
 use crate::metrics::Metrics;
 
@@ -466,9 +467,15 @@ impl Knowledge for View {
         repo.tree(repo.known(commit)?, &app.spec.path)
     }
 
-    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
+    fn rollout(&self, app: &str, namespace: &str, target: &str) -> Option<Arc<Canary>> {
         let matches = |c: &Canary| {
-            c.spec.target == target && c.metadata.namespace.as_deref() == Some(namespace)
+            c.spec.target == target
+                && c.metadata.namespace.as_deref() == Some(namespace)
+                && c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(APP_ANNOTATION))
+                    .is_some_and(|owner| owner == app)
         };
         let watched = self.canaries.state().into_iter().filter(|c| matches(c));
         let fresh: Vec<Arc<Canary>> = self

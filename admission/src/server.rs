@@ -201,7 +201,7 @@ impl Webhook {
     /// and records it before answering when Git does not explain it.
     pub async fn review(&self, request: Arc<AdmissionRequest>, scope: Scope) -> Verdict {
         let arrived = Instant::now();
-        let (request, parent) = match self.scale_parent(&request).await {
+        let (request, parent) = match self.parent(&request).await {
             Ok(found) => found,
             Err(message) => return undecided(message, scope),
         };
@@ -375,12 +375,15 @@ impl Webhook {
     }
 
     /// For the scale subresource: the review with the parent's kind, the live parent, and
-    /// where its kind keeps the replicas (a custom resource's scale subresource says).
-    async fn scale_parent(
+    /// where its kind keeps the replicas (a custom resource's scale subresource says). For a
+    /// pod's eviction: the review with the kind Pod and the live pod.
+    async fn parent(
         &self,
         request: &Arc<AdmissionRequest>,
     ) -> Result<(Arc<AdmissionRequest>, Option<(Value, Vec<String>)>), String> {
-        if request.subresource() != Some("scale") {
+        let subresource = request.subresource();
+        let eviction = subresource == Some("eviction") && request.resource.resource == "pods";
+        if subresource != Some("scale") && !eviction {
             return Ok((request.clone(), None));
         }
         let Some(client) = &self.client else {
@@ -406,13 +409,18 @@ impl Webhook {
         };
         let parent = api.get(request.name()).await.map_err(|e| {
             format!(
-                "cannot read {} {namespace}/{} to check its scale: {e}",
+                "cannot read {} {namespace}/{} to check its {}: {e}",
                 r.resource,
-                request.name()
+                request.name(),
+                subresource.unwrap_or_default()
             )
         })?;
         let parent = serde_json::to_value(parent).map_err(|e| e.to_string())?;
-        let path = self.replicas_path(client, r).await?;
+        let path = if eviction {
+            Vec::new()
+        } else {
+            self.replicas_path(client, r).await?
+        };
         let mut with_kind = (**request).clone();
         if let Some(kind) = parent["kind"].as_str() {
             with_kind.kind.kind = kind.to_owned();

@@ -670,6 +670,92 @@ fn a_namespace_editor_and_admin_find_no_write_path_around_git() {
         &["delete", "pod", &pod, "-n", ns, "--wait=false"],
     );
     assert!(deleted.success, "{deleted:?}");
+    // An eviction is decided as that delete: a pod a ReplicaSet owns goes (and comes back)...
+    let evict = |user: &str, pod: &str| {
+        as_user_with_input(
+            user,
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction"),
+                "-f",
+                "-",
+            ],
+            &format!(
+                r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"{ns}"}}}}"#
+            ),
+        )
+    };
+    let mut replaced = Vec::new();
+    wait::until(
+        "the ReplicaSet replaces the pod",
+        Duration::from_secs(60),
+        || {
+            replaced = pods(ns, "app=web")
+                .into_iter()
+                .filter(|p| *p != pod)
+                .collect();
+            if replaced.is_empty() {
+                Err("no other pod yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let evicted = evict("alice", &replaced[0]);
+    assert!(evicted.success, "{evicted:?}");
+    // ...but nothing no sync wrote and no controller recreates: a pod made through break-glass,
+    // a Secret a controller owns (a claim a StatefulSet made, an operator's credentials).
+    let web_uid = get(ns, "deployment/web")["metadata"]["uid"]
+        .as_str()
+        .expect("a uid")
+        .to_owned();
+    let in_an_hour = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let glass = format!(
+        "gitops.kubectl-gitops.dev/break-glass-reason: INC-11\n    \
+         gitops.kubectl-gitops.dev/break-glass-expires: '{in_an_hour}'"
+    );
+    let made = cluster().kubectl().run_with_input(
+        &[
+            "create",
+            "-f",
+            "-",
+            "--as",
+            "oncall",
+            "--as-group",
+            "gitops:break-glass",
+            "--as-group",
+            "system:masters",
+        ],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: debug\n  namespace: {ns}\n  annotations:\n    {glass}\nspec:\n  containers: [{{name: main, image: 'registry.local/debug:1'}}]\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: operator-credentials\n  namespace: {ns}\n  annotations:\n    {glass}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: '{web_uid}', controller: true}}]\nstringData: {{password: s3cret}}\n"
+        )),
+    );
+    assert!(made.success, "{made:?}");
+    assert_refused(
+        &evict("alice", "debug"),
+        "no-provenance",
+        &["no sync wrote"],
+    );
+    assert_refused(
+        &as_user(
+            "alice",
+            &[],
+            &["delete", "pod", "debug", "-n", ns, "--wait=false"],
+        ),
+        "no-provenance",
+        &[],
+    );
+    assert_refused(
+        &as_user(
+            "bob",
+            &[],
+            &["delete", "secret", "operator-credentials", "-n", ns],
+        ),
+        "no-provenance",
+        &[],
+    );
+    assert!(get(ns, "pod/debug")["metadata"]["deletionTimestamp"].is_null());
 
     // The record of a refusal is kept as written.
     let record = records(ns)
@@ -1174,7 +1260,7 @@ fn cluster_scoped_objects_an_app_manages_are_guarded_and_others_never_reach_the_
     let s = scene(
         "cluster",
         &[("reader.yaml", role(&name, "get"))],
-        "clusterKinds:\n  allow: [{group: rbac.authorization.k8s.io, kind: ClusterRole}]\n",
+        "clusterKinds:\n  allow: [{group: rbac.authorization.k8s.io, kind: ClusterRole}, {group: '', kind: Namespace}]\n",
         |_| {},
     );
     let kubectl = cluster().kubectl();
@@ -1231,6 +1317,53 @@ fn cluster_scoped_objects_an_app_manages_are_guarded_and_others_never_reach_the_
         before,
         "writes of an unmanaged ClusterRole reached the webhook"
     );
+    // A Namespace Git declares: its enforcement label moves only as Git moves it, whatever any
+    // other webhook would say of the write (both refuse a change by hand).
+    let declared = format!("e2e-bnd-declared-{:x}", std::process::id());
+    let namespace = |mode: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {declared}\n  labels: {{{}: {instance}, {ENFORCEMENT_LABEL}: {mode}}}\n",
+            common::INSTANCE_LABEL
+        )
+    };
+    s.repo.write("app/namespace.yaml", &namespace("enforce"));
+    s.repo.commit("a namespace, enforced");
+    s.gitops.ok(&["sync", "web"]);
+    let mode = || {
+        kubectl.json(&["get", "namespace", &declared])["metadata"]["labels"][ENFORCEMENT_LABEL]
+            .clone()
+    };
+    assert_eq!(mode(), "enforce");
+    for by_hand in [
+        vec![
+            "label",
+            "namespace",
+            declared.as_str(),
+            "gitops.kubectl-gitops.dev/enforcement=warn",
+            "--overwrite",
+        ],
+        vec![
+            "label",
+            "namespace",
+            declared.as_str(),
+            "gitops.kubectl-gitops.dev/enforcement-",
+        ],
+    ] {
+        let refused = kubectl.run(&by_hand);
+        assert!(
+            !refused.success
+                && ["enforcement-changed", "label-changed"]
+                    .iter()
+                    .any(|r| refused.stderr.contains(r)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(mode(), "enforce");
+    s.repo.write("app/namespace.yaml", &namespace("warn"));
+    s.repo.commit("the namespace, warned only");
+    s.gitops.ok(&["sync", "web"]);
+    assert_eq!(mode(), "warn");
+    s.repo.remove("app/namespace.yaml");
     // A project that does not allow a cluster-scoped kind: the sync applies nothing.
     s.repo.write("app/binding.yaml", &format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {name}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\nsubjects: [{{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}}]\n"

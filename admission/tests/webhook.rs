@@ -318,6 +318,42 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
     assert_eq!(get(ns, "configmap/settings")["data"]["value"], "1");
     s.gitops.ok(&["sync", "web"]);
     assert_eq!(get(ns, "configmap/settings")["data"]["value"], "2");
+    // A revision that declares what the head declares is the head: anyone syncs it and no
+    // rollback is recorded, for a recorded one would still hold after the head moved on.
+    s.repo.write("README.md", "docs outside the app's path\n");
+    let docs = s.repo.commit("docs");
+    let same = s.gitops.run(&["sync", "web", "--revision", &second]);
+    assert_eq!(same.code, Some(0), "{}", same.stderr);
+    assert!(
+        same.stderr.contains("no rollback is recorded"),
+        "{}",
+        same.stderr
+    );
+    let app = || kubectl.json(&["get", "apps.gitops.kubectl-gitops.dev", "web", "-n", ns]);
+    assert!(
+        app()["status"]["rollback"].is_null(),
+        "{:#}",
+        app()["status"]
+    );
+    assert_eq!(app()["status"]["lastSyncedCommit"], docs.as_str());
+    // Nor may anyone but the break-glass group record one by hand, even of the head.
+    assert_refused(
+        &kubectl.run(&[
+            "patch",
+            "apps.gitops.kubectl-gitops.dev",
+            "web",
+            "-n",
+            ns,
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"status":{{"rollback":"{docs}"}}}}"#),
+        ]),
+        "status-not-explained",
+        &["break-glass"],
+    );
 
     // The app itself cannot be pointed at another repository.
     assert_refused(
@@ -361,8 +397,8 @@ fn manual_changes_are_refused_each_with_its_reason_and_recorded() {
     }
     assert_eq!(
         all.len(),
-        expected.len() + 3,
-        "one record per refused write (two label changes, a rollback refused, one admitted)"
+        expected.len() + 4,
+        "one record per refused write (two label changes, two rollbacks refused, one admitted)"
     );
     assert!(
         all.iter()

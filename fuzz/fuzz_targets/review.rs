@@ -81,6 +81,13 @@ fuzz_target!(|data: &[u8]| {
     let rollout = status.map(|status| {
         let mut canary = Canary::new("web", FIXTURE.strategy.clone());
         canary.metadata.namespace = Some("shop".into());
+        canary.metadata.annotations = Some(
+            [(
+                kubectl_gitops_shared::provenance::APP_ANNOTATION.to_owned(),
+                "shop/web".to_owned(),
+            )]
+            .into(),
+        );
         canary.status = Some(status);
         Arc::new(canary)
     });
@@ -91,15 +98,15 @@ fuzz_target!(|data: &[u8]| {
         rollout,
     };
 
-    // The parent of a scale is the live object, read by the webhook; the review then takes the
-    // parent's kind, as the webhook does.
+    // The parent of a scale (or an eviction) is the live object, read by the webhook; the
+    // review then takes the parent's kind, as the webhook does.
     let parent = match &knobs["parent"] {
         Value::Null if data.len() % 3 == 0 => request.old_object.clone(),
         Value::Null => None,
         given => Some(given.clone()),
     };
     let mut with_parent = request.clone();
-    if request.sub_resource.as_deref() == Some("scale")
+    if matches!(request.sub_resource.as_deref(), Some("scale" | "eviction"))
         && let Some(kind) = parent.as_ref().and_then(|p| p["kind"].as_str())
     {
         with_parent.kind.kind = kind.to_owned();

@@ -146,6 +146,11 @@ pub async fn desired(
             None => head,
         };
         let files = m.files(commit, &path)?;
+        // A revision that declares what the head declares is the head: syncing it rolls
+        // nothing back (and records no rollback).
+        if commit != head && files == m.files(head, &path)? {
+            return Ok((head.to_string(), head.to_string(), files));
+        }
         Ok((head.to_string(), commit.to_string(), files))
     })
     .await?;

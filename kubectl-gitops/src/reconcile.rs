@@ -64,7 +64,14 @@ pub async fn sync_app(
         if request.dry_run { " (dry run)" } else { "" }
     );
     let mut app = std::borrow::Cow::Borrowed(app);
-    if !request.dry_run && request.revision.is_some() {
+    if request.revision.is_some() && desired.commit == desired.head {
+        eprintln!(
+            "the revision declares what the head of branch {} declares: the head is synced, no \
+             rollback is recorded",
+            app.spec.branch
+        );
+    }
+    if !request.dry_run && request.revision.is_some() && desired.commit != desired.head {
         // Tell the webhook first: writes from an older commit are a rollback the operator chose,
         // not a downgrade (a rollback to an older commit is break-glass: the webhook admits it
         // for a member of the break-glass group, and keeps a record).

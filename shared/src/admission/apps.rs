@@ -182,8 +182,7 @@ fn status(
             .of(&new, None)
             .unbreakable()
     })?;
-    // Whether `commit` declares under the app's path what the head does: recording it says
-    // nothing the head does not.
+    // Whether `commit` declares under the app's path what the head does.
     let as_head = |commit: &str| -> Result<bool, Violation> {
         if commit == head {
             return Ok(true);
@@ -202,34 +201,34 @@ fn status(
         && let Some(rollback) = &new_rollback
     {
         on_branch(rollback)?;
-        // A rollback makes the content of an older commit admissible: break-glass, recorded.
-        if !as_head(rollback)? {
-            if !policy.may_break_glass(&request.user_info) {
-                return Err(forged(format!(
-                    "the write records a rollback to commit {}, which is not what the head of \
-                     branch {} declares: a rollback is made by a member of the break-glass group \
-                     (kubectl gitops sync --revision), or by a revert commit on the branch",
-                    short(rollback),
-                    new.spec.branch
-                )));
-            }
-            verdict = Verdict {
-                outcome: Some(Outcome::BreakGlass),
-                message: format!(
-                    "rollback of app {} to commit {} by {}",
-                    new.key(),
-                    short(rollback),
-                    request.user_info.username
-                ),
-                app: Some(new.key()),
-                commit: Some(rollback.clone()),
-                break_glass: Some(BreakGlass {
-                    reason: format!("rollback to {rollback}"),
-                    expires: "the next sync of the branch head".into(),
-                }),
-                ..Verdict::allow(Reason::BreakGlass)
-            };
+        // A rollback makes the content of its commit admissible until the next sync of the
+        // head, whatever the head declares by then: break-glass, recorded. (The plugin records
+        // none for a commit that declares what the head does: it syncs the head.)
+        if !policy.may_break_glass(&request.user_info) {
+            return Err(forged(format!(
+                "the write records a rollback to commit {}: a rollback is made by a member \
+                 of the break-glass group (kubectl gitops sync --revision), or by a revert \
+                 commit on branch {}",
+                short(rollback),
+                new.spec.branch
+            )));
         }
+        verdict = Verdict {
+            outcome: Some(Outcome::BreakGlass),
+            message: format!(
+                "rollback of app {} to commit {} by {}",
+                new.key(),
+                short(rollback),
+                request.user_info.username
+            ),
+            app: Some(new.key()),
+            commit: Some(rollback.clone()),
+            break_glass: Some(BreakGlass {
+                reason: format!("rollback to {rollback}"),
+                expires: "the next sync of the branch head".into(),
+            }),
+            ..Verdict::allow(Reason::BreakGlass)
+        };
     }
     // The synced commit is the reference later writes must not be older than: it never goes
     // back, unless to a rollback approved as break-glass (in this write, or recorded before),

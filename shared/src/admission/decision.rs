@@ -161,16 +161,18 @@ impl Decision<'_> {
             return Ok(Verdict::allow(Reason::Controller));
         }
         let Some(provenance) = provenance else {
-            // What a controller derives (a Pod of a ReplicaSet) goes and comes back; anything
-            // else no sync wrote (a claim a StatefulSet made, an object from before enforcement)
-            // is deleted only by controllers or break-glass.
-            if self.write.old.as_deref().is_some_and(has_controller_owner) {
+            // A Pod a controller owns comes back from its template; anything else no sync wrote
+            // (a claim a StatefulSet made, a Secret an operator keeps, an object from before
+            // enforcement) may hold what does not come back, and is deleted only by controllers
+            // or break-glass.
+            let pod = self.request.kind.group.is_empty() && self.request.kind.kind == "Pod";
+            if pod && self.write.old.as_deref().is_some_and(has_controller_owner) {
                 return Ok(Verdict::allow(Reason::Unmanaged));
             }
             return Err(violation(
                 Reason::NoProvenance,
-                "the object carries no provenance and no controller owns it: in an enforced \
-                 namespace only controllers (and break-glass) delete what no sync wrote",
+                "the object carries no provenance and is not a Pod a controller owns: in an \
+                 enforced namespace only controllers (and break-glass) delete what no sync wrote",
             ));
         };
         let app = super::app_of(self.knowledge, &provenance)
@@ -207,27 +209,22 @@ impl Decision<'_> {
         if let Some(namespace) = self.request.namespace()
             && self.is_deployment()
             && let Some(target) = canary::target_of_stable(self.request.name())
-            && let Some(strategy) = self.rollout_of(&app, namespace, target)
+            && let Some(strategy) = self.knowledge.rollout(&app.key(), namespace, target)
             && let Some(status) = strategy.status.as_ref().filter(|s| s.in_rollout())
             && status.weight_in_force() < 100
         {
+            // The sync deletes it as soon as the rollout ends: the Canary may be newer than
+            // the webhook's copy.
             return refused(format!(
                 "the object is the stable copy of Deployment {target}, which a rollout under way \
                  keeps replicas on"
-            ));
+            ))
+            .map_err(|v| Violation {
+                rollout_may_help: true,
+                ..v
+            });
         }
         Ok(Verdict::allow(Reason::Pruned))
-    }
-
-    /// The Canary of `target` that `app` declares (a Canary of another app explains nothing).
-    fn rollout_of(&self, app: &App, namespace: &str, target: &str) -> Option<Arc<canary::Canary>> {
-        self.knowledge.rollout(namespace, target).filter(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(APP_ANNOTATION))
-                .is_some_and(|owner| *owner == app.key())
-        })
     }
 
     /// Objects of an app that no longer exists stay as Git last set them: nobody but
@@ -570,7 +567,9 @@ impl Decision<'_> {
             return None;
         }
         let namespace = self.request.namespace()?;
-        let strategy = self.rollout_of(app, namespace, self.request.name())?;
+        let strategy = self
+            .knowledge
+            .rollout(&app.key(), namespace, self.request.name())?;
         let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
         let total = canary::total_replicas(&declared.object);
         Some(canary::split(total, status.weight_in_force().clamp(0, 100)).1)
@@ -591,7 +590,7 @@ impl Decision<'_> {
         }
         let namespace = self.request.namespace()?;
         let target = canary::target_of_stable(self.request.name())?;
-        let strategy = self.rollout_of(app, namespace, target)?;
+        let strategy = self.knowledge.rollout(&app.key(), namespace, target)?;
         let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
         if status.stable_commit.as_deref() != Some(commit) {
             return None;

@@ -76,10 +76,15 @@ impl Knowledge for History {
     fn app_manifests(&self, app: &App, commit: &str) -> Lookup<Arc<Vec<Manifest>>> {
         self.manifests(app, commit, "web.yaml")
     }
-    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>> {
-        self.rollout
-            .clone()
-            .filter(|_| (namespace, target) == ("shop", "web"))
+    fn rollout(&self, app: &str, namespace: &str, target: &str) -> Option<Arc<Canary>> {
+        self.rollout.clone().filter(|c| {
+            (namespace, target) == ("shop", "web")
+                && c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::provenance::APP_ANNOTATION))
+                    .is_some_and(|owner| owner == app)
+        })
     }
 }
 

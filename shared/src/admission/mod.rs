@@ -125,14 +125,16 @@ pub trait Knowledge {
     fn head_manifests(&self, app: &App) -> Lookup<Arc<Vec<Manifest>>>;
     /// The manifests under the app's path at `commit`.
     fn app_manifests(&self, app: &App, commit: &str) -> Lookup<Arc<Vec<Manifest>>>;
-    /// The live Canary that rolls out Deployment `target` in `namespace`, if any: its status
-    /// says which replicas a rollout holds in force.
-    fn rollout(&self, namespace: &str, target: &str) -> Option<Arc<Canary>>;
+    /// The live Canary app `app` declares (its app annotation names it) that rolls out
+    /// Deployment `target` in `namespace`, if any: its status says which replicas a rollout
+    /// holds in force. A Canary of another app explains nothing, however new.
+    fn rollout(&self, app: &str, namespace: &str, target: &str) -> Option<Arc<Canary>>;
 }
 
 /// Decides one write. For the scale subresource, `parent` is the live object being scaled (the
 /// review carries only the Scale) and `replicas_path` where its kind keeps the replicas
-/// (`["spec", "replicas"]` for the built-in kinds; a custom resource's scale subresource says).
+/// (`["spec", "replicas"]` for the built-in kinds; a custom resource's scale subresource says);
+/// for an eviction, the live pod (the review carries only the Eviction).
 pub fn decide(
     request: &AdmissionRequest,
     scope: Scope,
@@ -144,19 +146,24 @@ pub fn decide(
     let controller = policy.is_controller(&request.user_info);
     let decided = match scope {
         Scope::Apps => apps::decide(request, policy, knowledge, controller),
-        Scope::Namespaces => namespaces::decide(request, policy, controller),
+        Scope::Namespaces => namespaces::decide(request, policy, knowledge, controller),
         Scope::Enforce | Scope::Warn | Scope::Cluster => match subresources::rule(request) {
             rule @ (subresources::Rule::Object
             | subresources::Rule::Scale
+            | subresources::Rule::Eviction
             | subresources::Rule::StatusMetadata) => {
                 let write = match (rule, parent) {
                     (subresources::Rule::Scale, Some((parent, path))) => {
                         Write::of_scale(request, parent, path)
                     }
-                    (subresources::Rule::Scale, None) => Err(format!(
-                        "the live object behind the scale of {} was not read",
-                        request.object_name()
-                    )),
+                    (subresources::Rule::Eviction, Some((pod, _))) => Ok(Write::of_eviction(pod)),
+                    (subresources::Rule::Scale | subresources::Rule::Eviction, None) => {
+                        Err(format!(
+                            "the live object behind the {} of {} was not read",
+                            request.subresource().unwrap_or_default(),
+                            request.object_name()
+                        ))
+                    }
                     _ => Write::of_object(request),
                 };
                 let write = match write {

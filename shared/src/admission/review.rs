@@ -197,6 +197,16 @@ impl<'a> Write<'a> {
         }
     }
 
+    /// An eviction: a delete of the live `pod` (the review carries only the Eviction).
+    pub fn of_eviction(pod: &'a Value) -> Self {
+        Write {
+            operation: Operation::Delete,
+            old: Some(Cow::Borrowed(pod)),
+            new: None,
+            scale: false,
+        }
+    }
+
     /// A scale: the live `parent` with the review's replicas at `replicas_path` (the parent's
     /// kind says where, `spec.replicas` for the built-in kinds).
     pub fn of_scale(

@@ -14,6 +14,8 @@ pub enum Rule {
     Object,
     /// Replicas through the scale subresource: decided on the live parent with the new count.
     Scale,
+    /// A pod's eviction: decided as a delete of the live pod.
+    Eviction,
     /// A Canary's status: it may not move the stable commit back.
     CanaryStatus,
     /// Status of any other kind: sent only when the write also changes metadata (labels,
@@ -86,8 +88,8 @@ pub const TABLE: &[Entry] = &[
         subresource: "status",
         rule: Rule::Object,
         verdict: "`lastSyncedCommit` only on the branch, never back and never cleared, the first \
-                  of what the head declares; a `rollback` to anything else than what the head \
-                  declares only by the break-glass group, recorded (`status-not-explained`)",
+                  of what the head declares; a `rollback` only by the break-glass group, \
+                  recorded (`status-not-explained`)",
     },
     Entry {
         operations: "UPDATE",
@@ -159,8 +161,10 @@ pub const TABLE: &[Entry] = &[
         group: "",
         resource: "pods",
         subresource: "eviction",
-        rule: Rule::Admit,
-        verdict: "admitted: a disruption the PodDisruptionBudget governs, not a change",
+        rule: Rule::Eviction,
+        verdict: "decided as a delete of the pod: a pod a controller owns is evicted (a disruption \
+                  its PodDisruptionBudget governs); one Git declares, or one no sync wrote and no \
+                  controller owns, only by controllers or break-glass",
     },
     Entry {
         operations: "CREATE",
@@ -290,9 +294,12 @@ pub(crate) fn decide(
     controller: bool,
 ) -> Result<Verdict, Violation> {
     match rule {
-        Rule::Object | Rule::Scale | Rule::StatusMetadata | Rule::Admit | Rule::NotSent => {
-            Ok(Verdict::allow(Reason::Subresource))
-        }
+        Rule::Object
+        | Rule::Scale
+        | Rule::Eviction
+        | Rule::StatusMetadata
+        | Rule::Admit
+        | Rule::NotSent => Ok(Verdict::allow(Reason::Subresource)),
         Rule::CanaryStatus => rollouts::status(request, knowledge),
         Rule::Controllers if controller => Ok(Verdict::allow(Reason::Subresource)),
         Rule::Controllers => Err(violation(
@@ -400,7 +407,7 @@ mod tests {
             ),
             ("UPDATE", "", "pods", "resize", Rule::Controllers),
             ("CREATE", "", "pods", "binding", Rule::Controllers),
-            ("CREATE", "", "pods", "eviction", Rule::Admit),
+            ("CREATE", "", "pods", "eviction", Rule::Eviction),
             ("CREATE", "", "serviceaccounts", "token", Rule::Controllers),
             ("CONNECT", "", "pods", "exec", Rule::Connect),
             ("CONNECT", "", "pods", "attach", Rule::Connect),

@@ -721,7 +721,42 @@ fn subresources_without_git_meaning_are_for_controllers_and_connections_for_proj
     );
     assert!(decide_now(&h, &kubelet).allowed);
     assert!(!decide_now(&h, &sub("CREATE", "serviceaccounts", "token", "alice", &[])).allowed);
-    assert!(decide_now(&h, &sub("CREATE", "pods", "eviction", "alice", &[])).allowed);
+    // An eviction is decided as a delete of the live pod: one a controller owns comes back.
+    let evict = |pod: &Value, user: &str| {
+        let mut request = sub("CREATE", "pods", "eviction", user, &[]);
+        request.object = Some(json!({"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": "web-1", "namespace": "shop"}}));
+        request.old_object = None;
+        let now = jiff::Timestamp::now();
+        decide(
+            &request,
+            Scope::Enforce,
+            &Policy::default(),
+            &h,
+            Some((pod, &[])),
+            now,
+        )
+    };
+    let mut owned = pod.clone();
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+        "kind": "ReplicaSet", "name": "web-5d9", "uid": "r-1", "controller": true}]);
+    assert!(evict(&owned, "alice").allowed);
+    let naked = evict(&pod, "alice");
+    assert_eq!(naked.reason, Reason::NoProvenance, "{}", naked.message);
+    assert_eq!(naked.outcome, Some(Outcome::Denied));
+    assert!(
+        evict(
+            &pod,
+            "system:serviceaccount:kube-system:disruption-controller"
+        )
+        .allowed
+    );
+    let mut unread = sub("CREATE", "pods", "eviction", "alice", &[]);
+    unread.old_object = None;
+    assert!(
+        !decide_now(&h, &unread).allowed,
+        "an eviction of a pod not read"
+    );
 
     let exec = sub("CONNECT", "pods", "exec", "alice", &[]);
     let refused = decide_now(&h, &exec);
@@ -1001,6 +1036,89 @@ fn the_enforcement_label_is_weakened_only_by_git_or_break_glass() {
 }
 
 #[test]
+fn git_lowers_the_label_of_a_namespace_it_declares_and_only_as_far_as_its_head_says() {
+    // The project in warn mode: the switch is never only warned about.
+    let mut h = history(Enforcement::Warn);
+    let namespace = |mode: Option<&str>| {
+        let labels = match mode {
+            Some(mode) => format!("{{{ENFORCEMENT_LABEL}: {mode}}}"),
+            None => "{team: shop}".into(),
+        };
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {labels}\n")
+    };
+    h.files = std::collections::HashMap::from([
+        (("c1", "web.yaml"), manifests(&namespace(Some("enforce")))),
+        (("c2", "web.yaml"), manifests(&namespace(Some("warn")))),
+    ]);
+    let live = |commit: &str, mode: Option<&str>| {
+        let mut labels = json!({crate::provenance::MANAGED_LABEL: "true"});
+        if let Some(mode) = mode {
+            labels[ENFORCEMENT_LABEL] = mode.into();
+        }
+        let mut object = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": labels}});
+        Provenance {
+            commit: commit.into(),
+            app: "shop/web".into(),
+            source_path: "web.yaml".into(),
+            app_uid: None,
+        }
+        .stamp(&mut object);
+        object
+    };
+    let write = |old: &Value, new: &Value| {
+        let mut request = update(old, new, "alice", &[]);
+        request.namespace = None;
+        request
+    };
+    // The sync of c2, which moved the label from enforce to warn.
+    let synced = decide_in(
+        &h,
+        &write(&live("c1", Some("enforce")), &live("c2", Some("warn"))),
+        Scope::Namespaces,
+    );
+    assert!(synced.allowed, "{}", synced.message);
+    // Further than the head says: refused, whatever the project's mode.
+    let removed = decide_in(
+        &h,
+        &write(&live("c1", Some("enforce")), &live("c2", None)),
+        Scope::Namespaces,
+    );
+    assert_eq!(removed.reason, Reason::EnforcementChanged);
+    assert_eq!(removed.outcome, Some(Outcome::Denied));
+    // A label Git never set (added by hand to a Namespace Git declares) is not Git's to lower.
+    h.files = std::collections::HashMap::from([
+        (("c1", "web.yaml"), manifests(&namespace(None))),
+        (("c2", "web.yaml"), manifests(&namespace(None))),
+    ]);
+    let hand = decide_in(
+        &h,
+        &write(&live("c2", Some("enforce")), &live("c2", None)),
+        Scope::Namespaces,
+    );
+    assert_eq!(hand.reason, Reason::EnforcementChanged, "{}", hand.message);
+    assert!(!hand.allowed);
+}
+
+#[test]
+fn deletes_of_what_no_sync_wrote_are_for_controllers_except_pods_that_come_back() {
+    let h = history(Enforcement::Enforce);
+    let owned_by = |kind: &str, owner: &str| {
+        json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "data-db-0",
+            "namespace": "shop", "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner,
+            "name": "db", "uid": "s-1", "controller": true}]}})
+    };
+    let claim = owned_by("PersistentVolumeClaim", "StatefulSet");
+    let by_hand = decide_now(&h, &review("DELETE", Some(&claim), None, "alice", &[]));
+    assert_eq!(by_hand.reason, Reason::NoProvenance, "{}", by_hand.message);
+    assert!(!by_hand.allowed);
+    let gc = "system:serviceaccount:kube-system:generic-garbage-collector";
+    assert!(decide_now(&h, &review("DELETE", Some(&claim), None, gc, &[])).allowed);
+    let pod = owned_by("Pod", "StatefulSet");
+    assert!(decide_now(&h, &review("DELETE", Some(&pod), None, "alice", &[])).allowed);
+}
+
+#[test]
 fn a_scale_whose_parent_is_not_an_object_is_malformed_not_a_panic() {
     // The input the fuzzer (fuzz/, target `review`) crashed on: the review, and under `fuzz` the
     // parent the webhook would have read.
@@ -1081,7 +1199,7 @@ fn a_field_git_just_let_go_of_may_go_but_takes_no_value_of_a_writers() {
 }
 
 #[test]
-fn an_apps_first_recorded_sync_is_of_the_head_and_a_rollback_to_it_needs_no_glass() {
+fn an_apps_first_recorded_sync_is_of_the_head_and_every_rollback_needs_glass() {
     let h = history(Enforcement::Enforce);
     let first = |commit: &str| {
         status_write(
@@ -1109,13 +1227,19 @@ fn an_apps_first_recorded_sync_is_of_the_head_and_a_rollback_to_it_needs_no_glas
         decide_in(&h, &fresh, Scope::Apps).reason,
         Reason::StatusNotExplained
     );
-    let to_head = status_write(
-        &app_status(Some("c2"), None),
-        &app_status(Some("c2"), Some("c2")),
-        &[],
-    );
-    let verdict = decide_in(&h, &to_head, Scope::Apps);
-    assert!(verdict.allowed && verdict.outcome.is_none(), "{verdict:?}");
+    // Even one to the head: it would hold once the head moves on.
+    let to_head = |groups: &[&str]| {
+        status_write(
+            &app_status(Some("c2"), None),
+            &app_status(Some("c2"), Some("c2")),
+            groups,
+        )
+    };
+    let verdict = decide_in(&h, &to_head(&[]), Scope::Apps);
+    assert_eq!(verdict.reason, Reason::StatusNotExplained, "{verdict:?}");
+    assert!(!verdict.allowed);
+    let verdict = decide_in(&h, &to_head(&["gitops:break-glass"]), Scope::Apps);
+    assert_eq!(verdict.outcome, Some(Outcome::BreakGlass), "{verdict:?}");
 }
 
 #[test]

@@ -243,9 +243,13 @@ pub(crate) fn unexplained_changes(
     controller: bool,
     ownership: &Ownership<'_>,
 ) -> Vec<Change> {
+    let keyed_data = new.or(old).is_some_and(|o| {
+        o["apiVersion"] == "v1" && matches!(o["kind"].as_str(), Some("ConfigMap" | "Secret"))
+    });
     let mut walk = Walk {
         update: old.is_some(),
         controller,
+        keyed_data,
         ownership,
         changes: Vec::new(),
     };
@@ -258,6 +262,8 @@ pub(crate) fn unexplained_changes(
 struct Walk<'o, 'm> {
     update: bool,
     controller: bool,
+    /// A ConfigMap or a Secret: every key of its data is the writer's or Git's.
+    keyed_data: bool,
     ownership: &'o Ownership<'m>,
     changes: Vec<Change>,
 }
@@ -354,7 +360,7 @@ impl Walk<'_, '_> {
                 // writer's even when no manager owns it (a Secret's `stringData` key is owned
                 // under `stringData` and stored under `data`).
                 let server_set = |value: &Value| match labels.as_slice() {
-                    ["data" | "binaryData" | "stringData", ..] => false,
+                    ["data" | "binaryData" | "stringData", ..] if self.keyed_data => false,
                     _ => match self.ownership.owner(segs) {
                         Owned::No => true,
                         Owned::Within => known_default(labels, value),
