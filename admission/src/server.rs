@@ -27,6 +27,10 @@ use crate::knowledge::View;
 use crate::log;
 use crate::metrics::Metrics;
 
+/// A review as decided: with the kind of the live object behind a scale or an eviction, that
+/// object, and where its kind keeps the replicas (empty for a pod).
+type Reviewed = (Arc<AdmissionRequest>, Option<(Value, Vec<String>)>);
+
 /// Largest review accepted; the apiserver's own request limit is 3 MiB, a review carries the
 /// object twice.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -202,7 +206,9 @@ impl Webhook {
     pub async fn review(&self, request: Arc<AdmissionRequest>, scope: Scope) -> Verdict {
         let arrived = Instant::now();
         let (request, parent) = match self.parent(&request).await {
-            Ok(found) => found,
+            Ok(Some(found)) => found,
+            // Nothing to scale or evict: the apiserver answers that it is not found.
+            Ok(None) => return Verdict::allow(admission::Reason::Subresource),
             Err(message) => return undecided(message, scope),
         };
         let parent = parent.map(Arc::new);
@@ -376,18 +382,16 @@ impl Webhook {
 
     /// For the scale subresource: the review with the parent's kind, the live parent, and
     /// where its kind keeps the replicas (a custom resource's scale subresource says). For a
-    /// pod's eviction: the review with the kind Pod and the live pod.
-    async fn parent(
-        &self,
-        request: &Arc<AdmissionRequest>,
-    ) -> Result<(Arc<AdmissionRequest>, Option<(Value, Vec<String>)>), String> {
+    /// pod's eviction: the review with the kind Pod and the live pod. `None` when the object
+    /// is not there (a pod a drain listed has just finished).
+    async fn parent(&self, request: &Arc<AdmissionRequest>) -> Result<Option<Reviewed>, String> {
         let subresource = request.subresource();
         let eviction = subresource == Some("eviction") && request.resource.resource == "pods";
         if subresource != Some("scale") && !eviction {
-            return Ok((request.clone(), None));
+            return Ok(Some((request.clone(), None)));
         }
         let Some(client) = &self.client else {
-            return Ok((request.clone(), None));
+            return Ok(Some((request.clone(), None)));
         };
         let r = &request.resource;
         let resource = ApiResource {
@@ -407,7 +411,7 @@ impl Webhook {
         } else {
             Api::<DynamicObject>::all_with(client.clone(), &resource)
         };
-        let parent = api.get(request.name()).await.map_err(|e| {
+        let found = api.get_opt(request.name()).await.map_err(|e| {
             format!(
                 "cannot read {} {namespace}/{} to check its {}: {e}",
                 r.resource,
@@ -415,6 +419,9 @@ impl Webhook {
                 subresource.unwrap_or_default()
             )
         })?;
+        let Some(parent) = found else {
+            return Ok(None);
+        };
         let parent = serde_json::to_value(parent).map_err(|e| e.to_string())?;
         let path = if eviction {
             Vec::new()
@@ -427,7 +434,7 @@ impl Webhook {
             with_kind.kind.group = r.group.clone();
             with_kind.kind.version = r.version.clone();
         }
-        Ok((Arc::new(with_kind), Some((parent, path))))
+        Ok(Some((Arc::new(with_kind), Some((parent, path)))))
     }
 
     /// Where a kind keeps the replicas its scale subresource sets: `spec.replicas` for the

@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         canary.metadata.namespace = Some("shop".into());
         canary.metadata.annotations = Some(
             [(
-                kubectl_gitops_shared::provenance::APP_ANNOTATION.to_owned(),
+                shared::provenance::APP_ANNOTATION.to_owned(),
                 "shop/web".to_owned(),
             )]
             .into(),

@@ -161,18 +161,29 @@ impl Decision<'_> {
             return Ok(Verdict::allow(Reason::Controller));
         }
         let Some(provenance) = provenance else {
-            // A Pod a controller owns comes back from its template; anything else no sync wrote
-            // (a claim a StatefulSet made, a Secret an operator keeps, an object from before
-            // enforcement) may hold what does not come back, and is deleted only by controllers
-            // or break-glass.
-            let pod = self.request.kind.group.is_empty() && self.request.kind.kind == "Pod";
-            if pod && self.write.old.as_deref().is_some_and(has_controller_owner) {
+            // What no sync wrote may hold what does not come back (a claim a StatefulSet made, a
+            // Secret an operator keeps): controllers and break-glass delete it. A Pod (drained,
+            // restarted) and a Job a CronJob started (stuck under `Forbid`) are runs, not state.
+            let kind = (
+                self.request.kind.group.as_str(),
+                self.request.kind.kind.as_str(),
+            );
+            let run = match kind {
+                ("", "Pod") => true,
+                ("batch", "Job") => self
+                    .write
+                    .old
+                    .as_deref()
+                    .is_some_and(|o| controller_owner_kind(o) == Some("CronJob")),
+                _ => false,
+            };
+            if run {
                 return Ok(Verdict::allow(Reason::Unmanaged));
             }
             return Err(violation(
                 Reason::NoProvenance,
-                "the object carries no provenance and is not a Pod a controller owns: in an \
-                 enforced namespace only controllers (and break-glass) delete what no sync wrote",
+                "the object carries no provenance: in an enforced namespace only controllers (and \
+                 break-glass) delete what no sync wrote, Pods and the Jobs of CronJobs excepted",
             ));
         };
         let app = super::app_of(self.knowledge, &provenance)
@@ -635,7 +646,14 @@ fn has_managed_fields(object: &Value) -> bool {
 }
 
 fn has_controller_owner(object: &Value) -> bool {
+    controller_owner_kind(object).is_some()
+}
+
+/// The kind of the object's controller owner, if one owns it.
+fn controller_owner_kind(object: &Value) -> Option<&str> {
     object["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|owners| owners.iter().any(|o| o["controller"] == true))
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)
+        .map(|o| o["kind"].as_str().unwrap_or_default())
 }

@@ -360,6 +360,11 @@ fn message(r: &AdmissionRequest, v: &Violation) -> String {
                 ""
             }
         )),
+        None if v.reason == Reason::NoProvenance && r.operation == Operation::Delete => text
+            .push_str(
+                ". The namespace is enforced: what no sync wrote is deleted by its controller, or \
+                 through break-glass",
+            ),
         None if v.reason == Reason::NoProvenance => text.push_str(
             ". The namespace is enforced: add the object to the app's repository and let a \
              sync create it",

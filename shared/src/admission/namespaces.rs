@@ -82,9 +82,10 @@ pub(crate) fn decide(
 
 /// Whether Git moved the `keys` of a Namespace an app declares (its provenance, and the label
 /// that sends its writes to the cluster-scoped webhook, which holds the rest of the write to the
-/// contract): the commit the live object came from declared each as it was, and the head of the
-/// branch (or the rollback the app records) declares each as the write leaves it. A label Git
-/// never set is not Git's to take away. `Err(Some(_))` when Git could not say.
+/// contract): the app's last synced commit declared each as it was, and the head of the branch
+/// (or the rollback the app records) declares each as the write leaves it, both under the app's
+/// path. Only what the webhook guards is read: the App's status, never the live object's claims.
+/// A label Git never set is not Git's to take away. `Err(Some(_))` when Git could not say.
 fn moved_by_git(
     request: &AdmissionRequest,
     knowledge: &dyn Knowledge,
@@ -99,10 +100,14 @@ fn moved_by_git(
         return Err(None);
     }
     let app = super::app_of(knowledge, &provenance).ok_or(None)?;
+    let status = app.status.as_ref();
+    let synced = status
+        .and_then(|s| s.last_synced_commit.as_deref())
+        .ok_or(None)?;
     let unavailable = |e: String| {
         Some(Violation {
             fetch_may_help: true,
-            ..violation(Reason::GitUnavailable, e).of(&app, Some(&provenance.commit))
+            ..violation(Reason::GitUnavailable, e).of(&app, Some(synced))
         })
     };
     let declared = |manifests: &[Manifest]| -> Option<Value> {
@@ -121,16 +126,12 @@ fn moved_by_git(
                 .all(|k| labels[*k] == object["metadata"]["labels"][*k])
         })
     };
-    let was = knowledge
-        .manifests(&app, &provenance.commit, &provenance.source_path)
-        .map_err(unavailable)?;
+    let was = knowledge.app_manifests(&app, synced).map_err(unavailable)?;
     if !holds(declared(&was), old) {
         return Err(None);
     }
     let head = knowledge.head_manifests(&app).map_err(unavailable)?;
-    let rollback = app
-        .status
-        .as_ref()
+    let rollback = status
         .and_then(|s| s.rollback.as_deref())
         .and_then(|r| knowledge.app_manifests(&app, r).ok());
     if holds(declared(&head), new) || holds(rollback.and_then(|r| declared(&r)), new) {
@@ -149,6 +150,6 @@ fn moved_by_git(
                 app.spec.branch
             ),
         )
-        .of(&app, Some(&provenance.commit))
+        .of(&app, Some(synced))
     }))
 }

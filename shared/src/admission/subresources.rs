@@ -162,9 +162,9 @@ pub const TABLE: &[Entry] = &[
         resource: "pods",
         subresource: "eviction",
         rule: Rule::Eviction,
-        verdict: "decided as a delete of the pod: a pod a controller owns is evicted (a disruption \
-                  its PodDisruptionBudget governs); one Git declares, or one no sync wrote and no \
-                  controller owns, only by controllers or break-glass",
+        verdict: "decided as a delete of the pod: a pod no sync wrote is evicted (a disruption its \
+                  PodDisruptionBudget governs, a drain); one the branch still declares only by \
+                  controllers or break-glass (`delete-on-branch`)",
     },
     Entry {
         operations: "CREATE",

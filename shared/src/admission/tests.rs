@@ -721,8 +721,9 @@ fn subresources_without_git_meaning_are_for_controllers_and_connections_for_proj
     );
     assert!(decide_now(&h, &kubelet).allowed);
     assert!(!decide_now(&h, &sub("CREATE", "serviceaccounts", "token", "alice", &[])).allowed);
-    // An eviction is decided as a delete of the live pod: one a controller owns comes back.
-    let evict = |pod: &Value, user: &str| {
+    // An eviction is decided as a delete of the live pod: a pod no sync wrote goes (a drain),
+    // one Git declares stays while the branch declares it.
+    let evict = |h: &History, pod: &Value, user: &str| {
         let mut request = sub("CREATE", "pods", "eviction", user, &[]);
         request.object = Some(json!({"apiVersion": "policy/v1", "kind": "Eviction",
             "metadata": {"name": "web-1", "namespace": "shop"}}));
@@ -732,7 +733,7 @@ fn subresources_without_git_meaning_are_for_controllers_and_connections_for_proj
             &request,
             Scope::Enforce,
             &Policy::default(),
-            &h,
+            h,
             Some((pod, &[])),
             now,
         )
@@ -740,17 +741,30 @@ fn subresources_without_git_meaning_are_for_controllers_and_connections_for_proj
     let mut owned = pod.clone();
     owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
         "kind": "ReplicaSet", "name": "web-5d9", "uid": "r-1", "controller": true}]);
-    assert!(evict(&owned, "alice").allowed);
-    let naked = evict(&pod, "alice");
-    assert_eq!(naked.reason, Reason::NoProvenance, "{}", naked.message);
-    assert_eq!(naked.outcome, Some(Outcome::Denied));
-    assert!(
-        evict(
-            &pod,
-            "system:serviceaccount:kube-system:disruption-controller"
-        )
-        .allowed
+    assert!(evict(&h, &owned, "alice").allowed);
+    assert!(evict(&h, &pod, "alice").allowed);
+    let mut declaring = history(Enforcement::Enforce);
+    let with_pod = format!("{C2}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n");
+    declaring
+        .files
+        .insert(("c2", "web.yaml"), manifests(&with_pod));
+    let mut declared_pod = pod.clone();
+    Provenance {
+        commit: "c2".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut declared_pod);
+    let kept = evict(&declaring, &declared_pod, "alice");
+    assert_eq!(kept.reason, Reason::DeleteOnBranch, "{}", kept.message);
+    assert_eq!(kept.outcome, Some(Outcome::Denied));
+    let drained = evict(
+        &declaring,
+        &declared_pod,
+        "system:serviceaccount:kube-system:disruption-controller",
     );
+    assert!(drained.allowed);
     let mut unread = sub("CREATE", "pods", "eviction", "alice", &[]);
     unread.old_object = None;
     assert!(
@@ -1071,6 +1085,15 @@ fn git_lowers_the_label_of_a_namespace_it_declares_and_only_as_far_as_its_head_s
         request.namespace = None;
         request
     };
+    let synced_at = |h: &mut History, commit: &str| {
+        let mut app = (*h.app).clone();
+        app.status = Some(crate::app::AppStatus {
+            last_synced_commit: Some(commit.into()),
+            ..Default::default()
+        });
+        h.app = Arc::new(app);
+    };
+    synced_at(&mut h, "c1");
     // The sync of c2, which moved the label from enforce to warn.
     let synced = decide_in(
         &h,
@@ -1086,22 +1109,26 @@ fn git_lowers_the_label_of_a_namespace_it_declares_and_only_as_far_as_its_head_s
     );
     assert_eq!(removed.reason, Reason::EnforcementChanged);
     assert_eq!(removed.outcome, Some(Outcome::Denied));
-    // A label Git never set (added by hand to a Namespace Git declares) is not Git's to lower.
+    // A label Git never set (added by hand to a Namespace Git declares) is not Git's to lower,
+    // even by a write that claims a commit that once set it: the App's synced commit decides.
     h.files = std::collections::HashMap::from([
-        (("c1", "web.yaml"), manifests(&namespace(None))),
+        (("c1", "web.yaml"), manifests(&namespace(Some("enforce")))),
         (("c2", "web.yaml"), manifests(&namespace(None))),
     ]);
-    let hand = decide_in(
-        &h,
-        &write(&live("c2", Some("enforce")), &live("c2", None)),
-        Scope::Namespaces,
-    );
-    assert_eq!(hand.reason, Reason::EnforcementChanged, "{}", hand.message);
-    assert!(!hand.allowed);
+    synced_at(&mut h, "c2");
+    for claimed in ["c2", "c1"] {
+        let hand = decide_in(
+            &h,
+            &write(&live(claimed, Some("enforce")), &live("c2", None)),
+            Scope::Namespaces,
+        );
+        assert_eq!(hand.reason, Reason::EnforcementChanged, "{}", hand.message);
+        assert!(!hand.allowed);
+    }
 }
 
 #[test]
-fn deletes_of_what_no_sync_wrote_are_for_controllers_except_pods_that_come_back() {
+fn deletes_of_what_no_sync_wrote_are_for_controllers_except_runs() {
     let h = history(Enforcement::Enforce);
     let owned_by = |kind: &str, owner: &str| {
         json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "data-db-0",
@@ -1116,6 +1143,23 @@ fn deletes_of_what_no_sync_wrote_are_for_controllers_except_pods_that_come_back(
     assert!(decide_now(&h, &review("DELETE", Some(&claim), None, gc, &[])).allowed);
     let pod = owned_by("Pod", "StatefulSet");
     assert!(decide_now(&h, &review("DELETE", Some(&pod), None, "alice", &[])).allowed);
+    let mut naked = pod.clone();
+    naked["metadata"]["ownerReferences"].take();
+    assert!(decide_now(&h, &review("DELETE", Some(&naked), None, "alice", &[])).allowed);
+    // A Job a CronJob started is a run; one an operator's resource owns is not ours to judge.
+    let job = |owner: &str| {
+        let mut request = review("DELETE", Some(&owned_by("Job", owner)), None, "alice", &[]);
+        request.kind.group = "batch".into();
+        request
+    };
+    assert!(decide_now(&h, &job("CronJob")).allowed);
+    let verdict = decide_now(&h, &job("Migration"));
+    assert_eq!(verdict.reason, Reason::NoProvenance);
+    assert!(
+        verdict.message.contains("deleted by its controller"),
+        "{}",
+        verdict.message
+    );
 }
 
 #[test]
