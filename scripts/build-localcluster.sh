@@ -25,5 +25,9 @@ done
 echo "building localcluster (Kubernetes $version) into $out" >&2
 start=$(date +%s)
 (cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$out.tmp" .)
+# The real nodes' sandbox image is built from this program (no registry is reachable).
+(cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out-pause" ./pause)
+# ... and the sample workload the suites run on real nodes.
+(cd "$src" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out-sample-app" ./sampleapp)
 mv "$out.tmp" "$out"
 echo "built localcluster in $(( $(date +%s) - start ))s" >&2

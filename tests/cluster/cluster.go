@@ -35,10 +35,11 @@ const (
 )
 
 type options struct {
-	dir      string
-	nodes    int
-	watchPID int
-	down     time.Duration
+	dir       string
+	nodes     int
+	realNodes int
+	watchPID  int
+	down      time.Duration
 }
 
 func runCluster(verb string, args []string) int {
@@ -46,6 +47,7 @@ func runCluster(verb string, args []string) int {
 	var o options
 	fs.StringVar(&o.dir, "dir", "", "state directory (required)")
 	fs.IntVar(&o.nodes, "nodes", 3, "number of fake nodes")
+	fs.IntVar(&o.realNodes, "real-nodes", 0, "number of real nodes (kubelet, containerd, kube-proxy; needs root)")
 	fs.IntVar(&o.watchPID, "watch-pid", 0, "stop when the process with this PID exits (up only)")
 	fs.DurationVar(&o.down, "down", 0, "how long the apiserver stays stopped (restart-apiserver only)")
 	if err := fs.Parse(args); err != nil {
@@ -137,7 +139,7 @@ func start(o options) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, "up", "--dir", o.dir, "--nodes", strconv.Itoa(o.nodes))
+	cmd := exec.Command(self, "up", "--dir", o.dir, "--nodes", strconv.Itoa(o.nodes), "--real-nodes", strconv.Itoa(o.realNodes))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -167,7 +169,8 @@ func stop(dir string) error {
 	pid, alive := runningPID(dir)
 	if !alive {
 		_ = os.Remove(readyFile(dir))
-		return nil
+		// A cluster that was killed could not undo its host changes itself.
+		return restoreHost(dir)
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
@@ -175,7 +178,7 @@ func stop(dir string) error {
 	deadline := time.Now().Add(stopTimeout)
 	for time.Now().Before(deadline) {
 		if syscall.Kill(pid, 0) != nil {
-			return nil
+			return restoreHost(dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -256,7 +259,11 @@ func up(o options) error {
 		return err
 	}
 
-	children := &supervisor{logDir: filepath.Join(o.dir, "logs"), died: make(chan string, 3)}
+	kubeletClientCert, kubeletClientKey, err := p.ensureKubeletClient()
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	children := &supervisor{logDir: filepath.Join(o.dir, "logs"), died: make(chan string, 3+o.realNodes)}
 	defer children.stopAll()
 	apiserverArgs := []string{
 		"--etcd-servers=" + etcdURL,
@@ -273,6 +280,12 @@ func up(o options) error {
 		"--service-cluster-ip-range=" + serviceCIDR,
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
+		// Kubelets are reached by their InternalIP (real nodes' names do not resolve) over TLS
+		// both ways, as in a real cluster.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority=" + p.caCert,
+		"--kubelet-client-certificate=" + kubeletClientCert,
+		"--kubelet-client-key=" + kubeletClientKey,
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
@@ -341,13 +354,31 @@ leaderElection:
 	if err != nil {
 		return err
 	}
+	if o.realNodes > 0 {
+		nodes := &realNodes{dir: o.dir, count: o.realNodes, port: port, p: p, children: children}
+		defer func() {
+			children.stopAll()
+			if err := nodes.close(); err != nil {
+				logf("%v", err)
+			}
+		}()
+		if err := nodes.prepare(); err != nil {
+			return fmt.Errorf("real nodes: %w", err)
+		}
+		if err := publishAPIServer(ctx, client, port); err != nil {
+			return fmt.Errorf("publish the apiserver to pods: %w", err)
+		}
+		if err := nodes.start(); err != nil {
+			return fmt.Errorf("real nodes: %w", err)
+		}
+	}
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
 	agent := newFakeNodes(client, o.nodes)
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- agent.run(agentCtx) }()
 
-	if err := waitReady(ctx, children, client, o.nodes); err != nil {
+	if err := waitReady(ctx, children, client, o.nodes, o.realNodes); err != nil {
 		return err
 	}
 	if err := writeAtomic(kubeconfigFile(o.dir), kc); err != nil {
@@ -501,7 +532,7 @@ func waitHealthy(ctx context.Context, children *supervisor, server string, p *pk
 
 // waitReady returns once the controllers and fake nodes have done their first work: the system
 // namespaces and the default ServiceAccount exist and every node is Ready and untainted.
-func waitReady(ctx context.Context, children *supervisor, client kubernetes.Interface, nodes int) error {
+func waitReady(ctx context.Context, children *supervisor, client kubernetes.Interface, nodes, real int) error {
 	deadline := time.Now().Add(startTimeout)
 	var last string
 	for time.Now().Before(deadline) {
@@ -513,6 +544,9 @@ func waitReady(ctx context.Context, children *supervisor, client kubernetes.Inte
 		case <-time.After(250 * time.Millisecond):
 		}
 		if last = notReadyReason(ctx, client, nodes); last == "" {
+			last = realNodesNotReady(ctx, client, real)
+		}
+		if last == "" {
 			return nil
 		}
 	}
@@ -608,13 +642,18 @@ func (s *supervisor) launch(name string, mode int, args ...string) (*child, erro
 	if err != nil {
 		return nil, err
 	}
+	return s.launchWith(name, mode, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, append([]string{self, name}, args...)...)
+}
+
+// launchWith starts argv as a child named name with the given process attributes.
+func (s *supervisor) launchWith(name string, mode int, attr *syscall.SysProcAttr, argv ...string) (*child, error) {
 	logFile, err := os.OpenFile(filepath.Join(s.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|mode, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, append([]string{name}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)

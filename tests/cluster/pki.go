@@ -96,7 +96,8 @@ func (p *pki) ensure() error {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceIP)},
+		// hostAddress: real nodes and their pods reach the apiserver there (realnode.go).
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceIP), net.ParseIP(hostAddress)},
 	}
 	if err := issue(serving, ca, caKey, p.servingCert, p.servingKey); err != nil {
 		return err
