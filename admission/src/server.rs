@@ -530,7 +530,14 @@ async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
         .into_response()
 }
 
-/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves.
+/// How long reviews under way may take to finish once `serve` is told to stop.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves;
+/// then stops accepting, tells every connection to close once its requests are answered (HTTP/2
+/// GOAWAY, HTTP/1 close after the response) and waits up to `DRAIN` for them. A replica stopped
+/// by a rolling update thus answers every review it accepted: the apiserver sends new ones to the
+/// other replica.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -538,6 +545,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -549,11 +557,12 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Ok(Ok(tls)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
@@ -566,7 +575,19 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30));
             builder.http2().timer(TokioTimer::new());
-            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            let connection = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
         });
     }
+    drop(listener);
+    let open = graceful.count();
+    let drained = tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_ok();
+    log::event(
+        "drained",
+        &[("connections", open.into()), ("complete", drained.into())],
+    );
 }
