@@ -177,13 +177,16 @@ func stop(dir string) error {
 	}
 	deadline := time.Now().Add(stopTimeout)
 	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
+		if syscall.Kill(pid, 0) != nil || zombie(pid) {
 			return restoreHost(dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The children die with their parent (Pdeathsig), so killing the parent ends them all.
 	_ = syscall.Kill(pid, syscall.SIGKILL)
+	if err := restoreHost(dir); err != nil {
+		logf("%v", err)
+	}
 	return fmt.Errorf("pid %d did not stop within %s and was killed", pid, stopTimeout)
 }
 
@@ -196,7 +199,19 @@ func runningPID(dir string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	return pid, syscall.Kill(pid, 0) == nil
+	return pid, syscall.Kill(pid, 0) == nil && !zombie(pid)
+}
+
+// zombie reports whether pid has exited but its parent (a test that started `up`) has not
+// reaped it yet.
+func zombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses, the state follows the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 // up runs the whole control plane in the foreground until it is told to stop.
@@ -409,7 +424,9 @@ leaderElection:
 	}
 	_ = os.Remove(readyFile(o.dir))
 	stopAgent()
+	began = time.Now()
 	children.stopAll()
+	logf("stopped the components in %s", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

@@ -127,11 +127,14 @@ func restoreHost(dir string) error {
 	}
 	// The containers' processes are gone once their PID namespace's init is; their cgroups may
 	// take a moment longer to become empty.
+	began := time.Now()
+	deadline := began.Add(15 * time.Second)
 	for _, root := range h.Cgroups {
-		if err := removeCgroupTree(root, 10*time.Second); err != nil {
+		if err := removeCgroupTree(root, time.Until(deadline)); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
+	logf("removed the real nodes' cgroups in %s", time.Since(began).Round(time.Millisecond))
 	keys := make([]string, 0, len(h.Sysctls))
 	for k := range h.Sysctls {
 		keys = append(keys, k)

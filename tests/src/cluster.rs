@@ -169,3 +169,142 @@ pub fn install_crds() {
         kubectl.apply(DEFAULT_PROJECT);
     });
 }
+
+/// The address pods and nodes of a cluster with real nodes reach the host at (the cluster's
+/// bridge; `tests/cluster/realnode.go`).
+pub const HOST_ADDRESS: &str = "10.250.0.1";
+
+/// A fresh local control plane of this test's own with real nodes (kubelet, containerd,
+/// kube-proxy) and no fake ones, so that every pod runs a real container. Stopped by `stop`, or
+/// when this process exits.
+#[derive(Debug)]
+pub struct RealCluster {
+    pub dir: PathBuf,
+    kubeconfig: PathBuf,
+    child: Option<Child>,
+}
+
+impl RealCluster {
+    pub fn start(real_nodes: usize) -> Self {
+        let bin = localcluster();
+        let dir = crate::workspace_root()
+            .join("target/real-cluster")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let log_path = dir.join("up.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+        let mut child = Command::new(&bin)
+            .args([
+                "up",
+                "--nodes",
+                "0",
+                "--real-nodes",
+                &real_nodes.to_string(),
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .expect("a log file handle can be duplicated"),
+            )
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !dir.join("ready").is_file() {
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the cluster with real nodes exited ({status}) before it was ready:\n{}",
+                    log()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "the cluster with real nodes was not ready within {START_TIMEOUT:?}:\n{}",
+                    log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        RealCluster {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(&self.kubeconfig)
+    }
+
+    /// Imports image archives (OCI layouts in tars) into every real node's containerd.
+    pub fn import_images(&self, archives: &[PathBuf]) {
+        let output = Command::new(localcluster())
+            .arg("import-image")
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(archives)
+            .output()
+            .expect("localcluster runs");
+        assert!(
+            output.status.success(),
+            "import-image failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Stops the cluster (SIGTERM, as `localcluster stop` sends), waits until it is gone, and
+    /// lets `localcluster stop` check that nothing is left to undo.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().ok().flatten().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster in {} did not stop within 60 s",
+                    self.dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let output = Command::new(localcluster())
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .expect("localcluster runs");
+        assert!(
+            output.status.success(),
+            "localcluster stop failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for RealCluster {
+    fn drop(&mut self) {
+        if self.child.is_some() && !std::thread::panicking() {
+            self.stop();
+        } else if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}

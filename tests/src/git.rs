@@ -96,7 +96,13 @@ pub struct HttpRemote {
 impl Repo {
     /// Starts serving this repository over HTTP.
     pub fn serve_http(&self) -> HttpRemote {
-        self.serve_with(None, None)
+        self.serve_with("127.0.0.1", None, None)
+    }
+
+    /// Starts serving this repository over HTTP on `ip`, e.g. the address pods of a cluster with
+    /// real nodes reach the host at.
+    pub fn serve_http_on(&self, ip: &str) -> HttpRemote {
+        self.serve_with(ip, None, None)
     }
 
     /// Starts serving this repository over HTTPS, with a certificate from a fresh test CA, to one
@@ -107,6 +113,7 @@ impl Repo {
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         let (tls, ca_pem) = crate::tls::loopback_server("e2e git remote CA");
         let mut remote = self.serve_with(
+            "127.0.0.1",
             Some(format!("Basic {token}")),
             Some(std::sync::Arc::new(tls)),
         );
@@ -119,6 +126,7 @@ impl Repo {
 
     fn serve_with(
         &self,
+        ip: &str,
         authorization: Option<String>,
         server_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) -> HttpRemote {
@@ -134,7 +142,8 @@ impl Repo {
             .to_string_lossy()
             .into_owned();
         let https = server_tls.is_some();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("cannot listen on {ip}: {e}"));
         let addr = listener.local_addr().expect("bound address");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
