@@ -319,7 +319,13 @@ async fn advance_rollouts(client: &Client, identities: &Identities, namespace: O
             .get(app_name)
             .await
             .with_context(|| format!("cannot read its app {}", provenance.app))?;
+        if !provenance.written_by(&app) {
+            anyhow::bail!("app {} did not write the Canary", provenance.app);
+        }
         let project = engine::project(client, &app).await?;
+        // The account scales and copies Deployments only where the project lets the app.
+        let namespace = canary.namespace().unwrap_or_default();
+        project.permits_object("apps", "Deployment", Some(&namespace))?;
         identities.clients(client, &project, &app)
     };
     match crate::rollout::advance_all(client, namespace, clients_for).await {
