@@ -722,36 +722,74 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// Whether the reviews' user may make `access` (of the object `name`, when given), and the
+/// authorizer's reason when it may not.
+async fn may(
+    reviews: &Api<SelfSubjectAccessReview>,
+    access: &Access,
+    name: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(access.verb.to_owned()),
+                group: Some(access.group.clone()),
+                resource: Some(access.resource.clone()),
+                namespace: Some(access.namespace.clone()),
+                name: name.map(str::to_owned),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .with_context(|| format!("cannot ask the apiserver whether it may {access}"))?;
+    let status = answer.status.unwrap_or_default();
+    let why = [status.reason, status.evaluation_error]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok((status.allowed, why))
+}
+
 /// Asks the apiserver, as the identity that writes the app's objects, whether it may make the
 /// writes a sync of `desired` can need: list, create and patch every kind the app declares where
 /// it declares it (and, for a Canary, create, patch and delete Deployments beside it), get and
-/// delete what it would prune. Refuses before anything is written, naming each object, the
-/// access it lacks and who lacks it, so an account's missing RBAC never leaves a sync half
-/// applied.
+/// delete what it would prune. An access denied for the kind is asked again for each object by
+/// name, for roles that name their objects (`resourceNames`). Refuses before anything is
+/// written, naming each object, the access it lacks and who lacks it, so an account's missing
+/// RBAC never leaves a sync half applied.
 pub async fn check_access(clients: &Clients, app: &App, desired: &Desired) -> anyhow::Result<()> {
-    let mut needs: BTreeMap<Access, Vec<String>> = BTreeMap::new();
-    let mut need = |verb, group: &str, resource: &str, namespace: Option<&str>, what: String| {
-        needs
-            .entry(Access {
-                verb,
-                group: group.to_owned(),
-                resource: resource.to_owned(),
-                namespace: namespace.unwrap_or_default().to_owned(),
-            })
-            .or_default()
-            .push(what);
-    };
+    // Each access with the objects that need it: (name, as messages name the object).
+    let mut needs: BTreeMap<Access, Vec<(String, String)>> = BTreeMap::new();
+    let mut need =
+        |verb, group: &str, resource: &str, namespace: Option<&str>, name: &str, what: &str| {
+            needs
+                .entry(Access {
+                    verb,
+                    group: group.to_owned(),
+                    resource: resource.to_owned(),
+                    namespace: namespace.unwrap_or_default().to_owned(),
+                })
+                .or_default()
+                .push((name.to_owned(), what.to_owned()));
+        };
     for r in &desired.objects {
         let namespace = r.manifest.namespace().filter(|_| r.namespaced);
         let what = format!("{} ({})", r.entry().display_name(), r.manifest.location());
+        let (group, plural, name) = (&r.resource.group, &r.resource.plural, r.manifest.name());
         for verb in ["list", "create", "patch"] {
-            let (group, plural) = (&r.resource.group, &r.resource.plural);
-            need(verb, group, plural, namespace, what.clone());
+            need(verb, group, plural, namespace, name, &what);
         }
         if shared::canary::is_canary(&r.manifest) {
             let what = format!("the rollouts of {what}");
             for verb in ["create", "patch", "delete"] {
-                need(verb, "apps", "deployments", namespace, what.clone());
+                need(verb, "apps", "deployments", namespace, "", &what);
             }
         }
     }
@@ -769,13 +807,8 @@ pub async fn check_access(clients: &Clients, app: &App, desired: &Desired) -> an
             let namespace = entry.namespace.as_deref().filter(|_| namespaced);
             let what = format!("{} (to prune)", entry.display_name());
             for verb in ["get", "delete"] {
-                need(
-                    verb,
-                    &resource.group,
-                    &resource.plural,
-                    namespace,
-                    what.clone(),
-                );
+                let (group, plural) = (&resource.group, &resource.plural);
+                need(verb, group, plural, namespace, &entry.name, &what);
             }
         }
     }
@@ -784,31 +817,20 @@ pub async fn check_access(clients: &Clients, app: &App, desired: &Desired) -> an
         .map(|(access, objects)| {
             let reviews = reviews.clone();
             async move {
-                let review = SelfSubjectAccessReview {
-                    spec: SelfSubjectAccessReviewSpec {
-                        resource_attributes: Some(ResourceAttributes {
-                            verb: Some(access.verb.to_owned()),
-                            group: Some(access.group.clone()),
-                            resource: Some(access.resource.clone()),
-                            namespace: Some(access.namespace.clone()),
-                            ..ResourceAttributes::default()
-                        }),
-                        ..SelfSubjectAccessReviewSpec::default()
-                    },
-                    ..SelfSubjectAccessReview::default()
-                };
-                let answer = reviews
-                    .create(&PostParams::default(), &review)
-                    .await
-                    .with_context(|| format!("cannot ask the apiserver whether it may {access}"))?;
-                let status = answer.status.unwrap_or_default();
-                let why = [status.reason, status.evaluation_error]
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Ok::<_, anyhow::Error>((!status.allowed).then_some((access, objects, why)))
+                let (allowed, why) = may(&reviews, &access, None).await?;
+                if allowed {
+                    return Ok(None);
+                }
+                // A role may grant a verb for named objects only (`resourceNames`): ask again for
+                // each object by name before refusing (a list never names one).
+                let mut lacking = Vec::new();
+                for (name, what) in objects {
+                    let named = access.verb != "list" && !name.is_empty();
+                    if !named || !may(&reviews, &access, Some(&name)).await?.0 {
+                        lacking.push(what);
+                    }
+                }
+                Ok::<_, anyhow::Error>((!lacking.is_empty()).then_some((access, lacking, why)))
             }
         })
         .buffer_unordered(CONCURRENCY)

@@ -599,6 +599,24 @@ fn the_agent_writes_only_what_its_projects_account_may() {
             .then_some(())
             .ok_or(format!("{events:?}"))
     });
+
+    // The platform team lets the account write that one ConfigMap there (by name): the commit
+    // syncs whole.
+    kubectl.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: intruder\n  namespace: {other}\n\
+         rules:\n- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [list]\n\
+         - apiGroups: ['']\n  resources: [configmaps]\n  resourceNames: [intruder]\n  verbs: [get, create, patch]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: intruder\n  namespace: {other}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: intruder}}\n\
+         subjects:\n- {{kind: ServiceAccount, name: deployer, namespace: {ns}}}\n",
+        other = other.name,
+        ns = ns.name
+    ));
+    wait_for_commit("the third commit once allowed", &ns.name, "one", &third);
+    let intruder = kubectl.json(&["get", "configmap", "intruder", "-n", &other.name]);
+    assert_eq!(annotations(&intruder).0, third);
+    assert_eq!(last_sync(&ns.name, "web")["result"], "Succeeded");
+
     let log = agent.terminate();
     assert!(log.contains("ready: connected as"), "{log}");
     assert!(log.contains(agent_user), "{log}");
