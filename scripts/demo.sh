@@ -110,13 +110,22 @@ kubectl gitops verify "$repo/apps/web"
 
 step "defining the app and syncing the branch into an enforced namespace"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f -
+# The account the agent writes the app's objects as (the project names it): it may edit demo and
+# its Canaries, nothing else. Made before the namespace is enforced: it is not in Git.
+kubectl -n demo create serviceaccount gitops-sync --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n demo create rolebinding gitops-sync-edit --clusterrole=edit --serviceaccount=demo:gitops-sync \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n demo create role gitops-sync-canaries --verb=get,list,watch,create,update,patch,delete \
+  --resource=canaries.gitops.kubectl-gitops.dev --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n demo create rolebinding gitops-sync-canaries --role=gitops-sync-canaries \
+  --serviceaccount=demo:gitops-sync --dry-run=client -o yaml | kubectl apply -f -
 kubectl label namespace demo gitops.kubectl-gitops.dev/enforcement=enforce --overwrite
 # The apiserver picks the namespace label up within a moment; wait until it asks the webhook.
 until { kubectl -n demo create configmap probe --dry-run=server 2>&1 || true; } | grep -q no-provenance; do
   sleep 0.2
 done
 step "a cluster admin defines the project: this repository's main branch may write into demo"
-kubectl gitops project add demo --repo "file://$repo" --destination demo --overwrite
+kubectl gitops project add demo --repo "file://$repo" --destination demo --sync-service-account gitops-sync --overwrite
 kubectl gitops project list
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
 kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune --project demo
@@ -173,7 +182,7 @@ kubectl gitops verify "$repo/apps/web"
 kubectl gitops -n demo sync web --wait --timeout 2m
 
 step "the agent drives rollouts (and syncs) from here on"
-kubectl gitops -n demo agent --watch-namespace demo --poll 1s 2>"$state/agent.log" &
+kubectl gitops -n demo agent --watch-namespace demo --poll 1s --probe-address 127.0.0.1:0 2>"$state/agent.log" &
 agent_pid=$!
 
 step "merging release 3: the sync starts a canary instead of replacing every pod"

@@ -142,6 +142,7 @@ pub fn build(
         outcome,
         user: request.user_info.username.clone(),
         groups: request.user_info.groups.clone(),
+        impersonated_by: request.user_info.impersonated_by().map(str::to_owned),
         verb: request.operation.as_str().to_owned(),
         object: AuditedObject {
             group: request.kind.group.clone(),
@@ -234,6 +235,36 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("resourceVersion"), "{text}");
+    }
+
+    #[test]
+    fn a_record_names_who_wrote_through_an_impersonated_account() {
+        let request: AdmissionRequest = serde_json::from_value(json!({
+            "uid": "0f1e2d3c-aaaa",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": "shop",
+            "name": "settings",
+            "operation": "UPDATE",
+            "userInfo": {
+                "username": "system:serviceaccount:shop:gitops-sync",
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "extra": {shared::client::IMPERSONATED_BY_EXTRA:
+                    ["system:serviceaccount:kubectl-gitops:kubectl-gitops-agent"]}
+            }
+        }))
+        .expect("a review request");
+        let record = build(
+            &request,
+            &Verdict::allow(shared::admission::Reason::Warned),
+            Outcome::Warned,
+            "kubectl-gitops",
+        );
+        assert_eq!(record.spec.user, "system:serviceaccount:shop:gitops-sync");
+        assert_eq!(
+            record.spec.impersonated_by.as_deref(),
+            Some("system:serviceaccount:kubectl-gitops:kubectl-gitops-agent")
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt as _};
@@ -17,6 +22,7 @@ use shared::normalise;
 use shared::project::Project;
 use shared::provenance::Provenance;
 
+use crate::identity::Clients;
 use crate::mirror;
 use crate::rollout::Overrides;
 
@@ -114,16 +120,16 @@ pub fn check_project(project: &Project, app: &App, objects: &[Resolved]) -> anyh
 }
 
 /// Fetches the app's repository and loads the manifests at `revision` (default: the branch head),
-/// which must be on the protected branch, checking everything against the app's project.
-/// Nothing in the cluster is changed.
+/// which must be on the protected branch, checking everything against the app's project (as
+/// [`project`] read it). Nothing in the cluster is changed.
 pub async fn desired(
     client: &Client,
     app: &App,
+    project: &Project,
     revision: Option<&str>,
 ) -> anyhow::Result<Desired> {
     let spec = &app.spec;
-    let project = project(client, app).await?;
-    let credentials = mirror::credentials(client, app, Some(&project)).await?;
+    let credentials = mirror::credentials(client, app, Some(project)).await?;
     let mirror = mirror::fetched(&spec.repo_url, credentials)
         .await
         .with_context(|| {
@@ -165,7 +171,7 @@ pub async fn desired(
     let objects = resolve(client, manifests, &app.destination())
         .await
         .map_err(|e| e.context(format!("commit {commit} of {}", spec.repo_url)))?;
-    check_project(&project, app, &objects)?;
+    check_project(project, app, &objects)?;
     Ok(Desired {
         mirror,
         head,
@@ -375,11 +381,13 @@ async fn apply_over(
 ) -> anyhow::Result<Value> {
     let object = stamped(r, app, commit, replicas);
     let broken_glass = before.is_some_and(has_break_glass_marks);
-    let mut stored = object.clone();
-    normalise::as_stored(&mut stored);
     if let Some(before) = before
         && !broken_glass
-        && normalise::contains(before, &stored)
+        && {
+            let mut stored = object.clone();
+            normalise::as_stored(&mut stored);
+            normalise::contains(before, &stored)
+        }
     {
         return Ok(before.clone());
     }
@@ -683,6 +691,182 @@ pub fn summarise(results: &[ObjectResult]) -> BTreeMap<Action, usize> {
         *counts.entry(r.action).or_default() += 1;
     }
     counts
+}
+
+/// One access the writes of a sync need: a verb on a resource, in a namespace (`""`: cluster-wide
+/// or cluster-scoped).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Access {
+    verb: &'static str,
+    group: String,
+    resource: String,
+    namespace: String,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let resource = if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{} {resource}", self.verb)
+        } else {
+            write!(
+                f,
+                "{} {resource} in namespace {}",
+                self.verb, self.namespace
+            )
+        }
+    }
+}
+
+/// Whether the reviews' user may make `access` (of the object `name`, when given), and the
+/// authorizer's reason when it may not.
+async fn may(
+    reviews: &Api<SelfSubjectAccessReview>,
+    access: &Access,
+    name: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(access.verb.to_owned()),
+                group: Some(access.group.clone()),
+                resource: Some(access.resource.clone()),
+                namespace: Some(access.namespace.clone()),
+                name: name.map(str::to_owned),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .with_context(|| format!("cannot ask the apiserver whether it may {access}"))?;
+    let status = answer.status.unwrap_or_default();
+    let why = [status.reason, status.evaluation_error]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok((status.allowed, why))
+}
+
+/// Asks the apiserver, as the identity that writes the app's objects, whether it may make the
+/// writes a sync of `desired` can need: list, create and patch every kind the app declares where
+/// it declares it (and, for a Canary, create, patch and delete Deployments beside it), get and
+/// delete what it would prune. An access denied for the kind is asked again for each object by
+/// name, for roles that name their objects (`resourceNames`). Refuses before anything is
+/// written, naming each object, the access it lacks and who lacks it, so an account's missing
+/// RBAC never leaves a sync half applied.
+pub async fn check_access(clients: &Clients, app: &App, desired: &Desired) -> anyhow::Result<()> {
+    // Each access with the objects that need it: (name, as messages name the object).
+    let mut needs: BTreeMap<Access, Vec<(String, String)>> = BTreeMap::new();
+    let mut need =
+        |verb, group: &str, resource: &str, namespace: Option<&str>, name: &str, what: &str| {
+            needs
+                .entry(Access {
+                    verb,
+                    group: group.to_owned(),
+                    resource: resource.to_owned(),
+                    namespace: namespace.unwrap_or_default().to_owned(),
+                })
+                .or_default()
+                .push((name.to_owned(), what.to_owned()));
+        };
+    for r in &desired.objects {
+        let namespace = r.manifest.namespace().filter(|_| r.namespaced);
+        let what = format!("{} ({})", r.entry().display_name(), r.manifest.location());
+        let (group, plural, name) = (&r.resource.group, &r.resource.plural, r.manifest.name());
+        for verb in ["list", "create", "patch"] {
+            need(verb, group, plural, namespace, name, &what);
+        }
+        if shared::canary::is_canary(&r.manifest) {
+            let what = format!("the rollouts of {what}");
+            for verb in ["create", "patch", "delete"] {
+                need(verb, "apps", "deployments", namespace, "", &what);
+            }
+        }
+    }
+    if app.spec.prune {
+        let keep: BTreeSet<_> = desired.objects.iter().map(key_of).collect();
+        let previous = app.status.as_ref().map(|s| s.inventory.clone());
+        for entry in previous.unwrap_or_default() {
+            if keep.contains(&entry_key(entry.clone())) {
+                continue;
+            }
+            let gvk = GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
+            let Some((resource, namespaced)) = discover(&clients.objects, &gvk).await? else {
+                continue;
+            };
+            let namespace = entry.namespace.as_deref().filter(|_| namespaced);
+            let what = format!("{} (to prune)", entry.display_name());
+            for verb in ["get", "delete"] {
+                let (group, plural) = (&resource.group, &resource.plural);
+                need(verb, group, plural, namespace, &entry.name, &what);
+            }
+        }
+    }
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(clients.objects.clone());
+    let mut denied: Vec<(Access, Vec<String>, String)> = futures::stream::iter(needs)
+        .map(|(access, objects)| {
+            let reviews = reviews.clone();
+            async move {
+                let (allowed, why) = may(&reviews, &access, None).await?;
+                if allowed {
+                    return Ok(None);
+                }
+                // A role may grant a verb for named objects only (`resourceNames`): ask again for
+                // each object by name before refusing (a list never names one).
+                let mut lacking = Vec::new();
+                for (name, what) in objects {
+                    let named = access.verb != "list" && !name.is_empty();
+                    if !named || !may(&reviews, &access, Some(&name)).await?.0 {
+                        lacking.push(what);
+                    }
+                }
+                Ok::<_, anyhow::Error>((!lacking.is_empty()).then_some((access, lacking, why)))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_filter_map(|denied| async move { Ok(denied) })
+        .try_collect()
+        .await?;
+    if denied.is_empty() {
+        return Ok(());
+    }
+    denied.sort();
+    // One line per object, with every access it lacks.
+    let mut lacking: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (access, objects, why) in &denied {
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        for object in objects {
+            lacking
+                .entry(object)
+                .or_default()
+                .push(format!("{access}{why}"));
+        }
+    }
+    let lines: Vec<String> = lacking
+        .iter()
+        .map(|(object, accesses)| format!("{object}: may not {}", accesses.join(", nor ")))
+        .collect();
+    bail!(
+        "app {}: {} may not write {} object(s) as this sync needs; nothing was changed:\n  {}",
+        app.key(),
+        clients.writer_name(),
+        lines.len(),
+        lines.join("\n  ")
+    )
 }
 
 /// Refuses to sync an app whose definition does not make sense.

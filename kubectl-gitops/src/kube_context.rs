@@ -42,15 +42,29 @@ impl std::fmt::Debug for KubeContext {
 }
 
 impl KubeArgs {
-    pub async fn connect(&self) -> anyhow::Result<KubeContext> {
-        let target = shared::client::Target {
+    fn target(&self) -> shared::client::Target {
+        shared::client::Target {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
             impersonate: self.impersonate.clone(),
             impersonate_groups: self.impersonate_groups.clone(),
-        };
-        let (client, default_namespace) = shared::client::connect(&target).await?;
+        }
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<KubeContext> {
+        let (client, default_namespace) = shared::client::connect(&self.target()).await?;
         let namespace = self.namespace.clone().unwrap_or(default_namespace);
         Ok(KubeContext { client, namespace })
+    }
+
+    /// The client configuration (for clients derived from it, as the agent's impersonating
+    /// ones) and the namespace commands act in.
+    pub async fn config(&self) -> anyhow::Result<(kube::Config, String)> {
+        let config = shared::client::config(&self.target()).await?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        Ok((config, namespace))
     }
 }

@@ -7,6 +7,7 @@ mod color;
 mod engine;
 mod exit;
 mod health;
+mod identity;
 mod kube_context;
 mod mirror;
 mod output;

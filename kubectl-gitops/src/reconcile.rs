@@ -12,6 +12,7 @@ use shared::app::{App, AppStatus, SyncRecord};
 
 use crate::engine::{self, Action, Desired, ObjectResult};
 use crate::health::{self, Health};
+use crate::identity::Identities;
 use crate::rollout;
 
 pub use shared::app::SYNC_REQUEST_ANNOTATION;
@@ -35,18 +36,27 @@ pub struct SyncReport {
 }
 
 /// Fetches, validates, applies and prunes, then records the outcome in the app's status (not on
-/// a dry run). A failure is recorded too, and leaves the last good state in force.
+/// a dry run). A failure is recorded too, and leaves the last good state in force. The app, its
+/// project and status are read and written with `control`; its objects as `identities` says.
 pub async fn sync_app(
-    client: &Client,
+    control: &Client,
+    identities: &Identities,
     app: &App,
     request: &SyncRequest,
     mut progress: impl FnMut(usize, &ObjectResult),
 ) -> anyhow::Result<SyncReport> {
     engine::check_app(app)?;
-    let apps: Api<App> = Api::namespaced(client.clone(), &app.namespace().unwrap_or_default());
+    let apps: Api<App> = Api::namespaced(control.clone(), &app.namespace().unwrap_or_default());
     let handled = request.handled_request.as_deref();
-    let desired = match engine::desired(client, app, request.revision.as_deref()).await {
-        Ok(desired) => desired,
+    let planned = async {
+        let project = engine::project(control, app).await?;
+        let clients = identities.clients(control, &project, app)?;
+        let desired = engine::desired(control, app, &project, request.revision.as_deref()).await?;
+        Ok::<_, anyhow::Error>((clients, desired))
+    }
+    .await;
+    let (clients, desired) = match planned {
+        Ok(planned) => planned,
         Err(err) => {
             if !request.dry_run {
                 let entry = failed(&request.initiator, request.revision.as_deref(), &err);
@@ -55,12 +65,23 @@ pub async fn sync_app(
             return Err(err);
         }
     };
+    if let Err(err) = engine::check_access(&clients, app, &desired).await {
+        if !request.dry_run {
+            let entry = failed(&request.initiator, Some(&desired.commit), &err);
+            record(&apps, app, Some(&desired), entry, None, handled).await?;
+        }
+        return Err(err);
+    }
     eprintln!(
-        "syncing app {} from {} {} at {}{}",
+        "syncing app {} from {} {} at {}{}{}",
         app.key(),
         app.spec.repo_url,
         app.spec.branch,
         crate::output::short(&desired.commit),
+        match &clients.writer {
+            Some(writer) => format!(" as {writer}"),
+            None => String::new(),
+        },
         if request.dry_run { " (dry run)" } else { "" }
     );
     let mut app = std::borrow::Cow::Borrowed(app);
@@ -93,12 +114,12 @@ pub async fn sync_app(
     let started = Instant::now();
     let total = desired.objects.len();
     let outcome = async {
-        let plan = rollout::prepare(client, app, &desired, request.dry_run).await?;
+        let plan = rollout::prepare(&clients, app, &desired, request.dry_run).await?;
         for note in &plan.notes {
             eprintln!("{note}");
         }
         let mut results = engine::apply(
-            client,
+            &clients.objects,
             app,
             &desired,
             &plan.replicas,
@@ -107,11 +128,11 @@ pub async fn sync_app(
         )
         .await?;
         if app.spec.prune {
-            results.extend(engine::prune(client, app, &desired, request.dry_run).await?);
+            results.extend(engine::prune(&clients.objects, app, &desired, request.dry_run).await?);
         }
         if !request.dry_run {
-            rollout::retire(client, &plan).await?;
-            for transition in rollout::advance_synced(client, &desired).await? {
+            rollout::retire(&clients.objects, &plan).await?;
+            for transition in rollout::advance_synced(&clients, &desired).await? {
                 eprintln!("rollout: {transition}");
             }
         }
@@ -139,7 +160,7 @@ pub async fn sync_app(
         started.elapsed().as_secs_f64()
     );
     if !request.dry_run {
-        let health = current_health(client, &desired).await?;
+        let health = current_health(&clients.objects, &desired).await?;
         let entry = SyncRecord {
             commit: desired.commit.clone(),
             time: now(),

@@ -26,6 +26,7 @@ use shared::manifest::{self, Manifest};
 use shared::provenance::Provenance;
 
 use crate::engine::{self, Desired, FIELD_MANAGER, Resolved};
+use crate::identity::Clients;
 use crate::reconcile::now;
 
 /// Replicas a sync writes instead of Git's, for Deployments under a rollout:
@@ -84,9 +85,10 @@ fn template(m: &Manifest) -> &Value {
 
 /// Decides, before a sync applies `desired`, which Deployments with a strategy start, continue or
 /// end a rollout, and (unless `dry_run`) records that and creates the stable copies. Returns the
-/// replicas the sync must write for them.
+/// replicas the sync must write for them. Canaries and their status are the control client's;
+/// Deployments are written as the app's objects are.
 pub async fn prepare(
-    client: &Client,
+    clients: &Clients,
     app: &App,
     desired: &Desired,
     dry_run: bool,
@@ -107,7 +109,7 @@ pub async fn prepare(
         }) else {
             continue;
         };
-        prepare_one(client, app, desired, strategy, target, dry_run, &mut plan)
+        prepare_one(clients, app, desired, strategy, target, dry_run, &mut plan)
             .await
             .with_context(|| {
                 format!(
@@ -122,7 +124,7 @@ pub async fn prepare(
 
 #[allow(clippy::too_many_arguments)]
 async fn prepare_one(
-    client: &Client,
+    clients: &Clients,
     app: &App,
     desired: &Desired,
     strategy: &Resolved,
@@ -134,12 +136,15 @@ async fn prepare_one(
     let name = target.manifest.name().to_owned();
     let key = (namespace.clone(), name.clone());
     let total = canary::total_replicas(&target.manifest.object);
-    let Some(live) = deployments(client, &namespace).get_opt(&name).await? else {
+    let Some(live) = deployments(&clients.objects, &namespace)
+        .get_opt(&name)
+        .await?
+    else {
         // The first rollout of a Deployment has nothing to compare with: it starts in full.
         return Ok(());
     };
     let live = serde_json::to_value(&live)?;
-    let api = canaries(client, &namespace);
+    let api = canaries(&clients.control, &namespace);
     let current = api.get_opt(strategy.manifest.name()).await?;
     let mut status = current
         .as_ref()
@@ -271,7 +276,7 @@ async fn prepare_one(
     let strategy_object = match current {
         Some(c) => c,
         None => {
-            engine::apply_resolved(client, app, strategy, &commit).await?;
+            engine::apply_resolved(&clients.objects, app, strategy, &commit).await?;
             api.get(strategy.manifest.name()).await?
         }
     };
@@ -282,7 +287,14 @@ async fn prepare_one(
             .await?
             .with_context(|| format!("commit {stable_commit} does not declare the Deployment"))?;
         let (stable_replicas, _) = split(total, status.weight_in_force());
-        apply_stable(client, app, &stable, &stable_commit, stable_replicas).await?;
+        apply_stable(
+            &clients.objects,
+            app,
+            &stable,
+            &stable_commit,
+            stable_replicas,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -491,10 +503,11 @@ pub struct Advanced {
 /// Moves a rollout on as far as it can go now: weight steps once the canary is ready, timed
 /// pauses once they expired, analysis measurements when due; aborts when a gate fails, completes
 /// after the last step. Replicas always follow the recorded status.
-pub async fn advance(client: &Client, strategy: &Canary) -> anyhow::Result<Advanced> {
+pub async fn advance(clients: &Clients, strategy: &Canary) -> anyhow::Result<Advanced> {
     let mut done = Advanced::default();
     let namespace = strategy.namespace().unwrap_or_default();
-    let api = canaries(client, &namespace);
+    let api = canaries(&clients.control, &namespace);
+    let client = &clients.objects;
     let spec = &strategy.spec;
     let mut object = strategy.clone();
     let Some(mut status) = object.status.clone() else {
@@ -893,15 +906,15 @@ pub enum Action {
 
 /// Records a user's action in the strategy's status, then advances the rollout once.
 pub async fn act(
-    client: &Client,
+    clients: &Clients,
     namespace: &str,
     name: &str,
     action: Action,
     user: &str,
 ) -> anyhow::Result<Canary> {
-    let api = canaries(client, namespace);
+    let api = canaries(&clients.control, namespace);
     for attempt in 0..5 {
-        let object = find(client, namespace, name).await?;
+        let object = find(&clients.control, namespace, name).await?;
         let mut status = object.status.clone().unwrap_or_default();
         if !status.in_rollout() {
             bail!(
@@ -961,7 +974,7 @@ pub async fn act(
         }
         match write_status(&api, &object, &status).await {
             Ok(written) => {
-                advance(client, &written).await?;
+                advance(clients, &written).await?;
                 return Ok(api.get(&written.name_any()).await?);
             }
             Err(e) if attempt < 4 && is_conflict(&e) => continue,
@@ -997,8 +1010,13 @@ pub async fn find(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
         })
 }
 
-/// Advances every rollout under way in `namespace` (every namespace when `None`).
-pub async fn advance_all(client: &Client, namespace: Option<&str>) -> anyhow::Result<Vec<String>> {
+/// Advances every rollout under way in `namespace` (every namespace when `None`), each with the
+/// clients `clients_for` gives for its Canary (the agent: its app's project's account).
+pub async fn advance_all(
+    client: &Client,
+    namespace: Option<&str>,
+    clients_for: impl AsyncFn(&Canary) -> anyhow::Result<Clients>,
+) -> anyhow::Result<Vec<String>> {
     let api: Api<Canary> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -1020,7 +1038,14 @@ pub async fn advance_all(client: &Client, namespace: Option<&str>) -> anyhow::Re
             strategy.namespace().unwrap_or_default(),
             strategy.name_any()
         );
-        match advance(client, strategy).await {
+        let clients = match clients_for(strategy).await {
+            Ok(clients) => clients,
+            Err(e) => {
+                transitions.push(format!("{who}: cannot advance (will retry): {e:#}"));
+                continue;
+            }
+        };
+        match advance(&clients, strategy).await {
             Ok(done) => {
                 transitions.extend(done.transitions.into_iter().map(|t| format!("{who}: {t}")))
             }
@@ -1047,11 +1072,14 @@ pub fn strategies(desired: &Desired) -> Vec<(String, String)> {
 }
 
 /// Advances the rollouts a sync just started or continued.
-pub async fn advance_synced(client: &Client, desired: &Desired) -> anyhow::Result<Vec<String>> {
+pub async fn advance_synced(clients: &Clients, desired: &Desired) -> anyhow::Result<Vec<String>> {
     let mut transitions = Vec::new();
     for (namespace, name) in strategies(desired) {
-        if let Some(strategy) = canaries(client, &namespace).get_opt(&name).await? {
-            match advance(client, &strategy).await {
+        if let Some(strategy) = canaries(&clients.control, &namespace)
+            .get_opt(&name)
+            .await?
+        {
+            match advance(clients, &strategy).await {
                 Ok(done) => transitions.extend(done.transitions),
                 // Another driver (the agent) moved it first.
                 Err(e) if is_conflict(&e) => {}

@@ -199,3 +199,433 @@ fn two_agents_elect_one_leader_and_hand_over() {
     assert_eq!(initiators(&ns.name)[0], "agent/agent-b");
     drop(b);
 }
+
+/// The cluster's kubeconfig with its server address replaced by `server`.
+fn kubeconfig_with_server(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let original = std::fs::read_to_string(cluster().kubeconfig()).expect("the kubeconfig reads");
+    let replaced: String = original
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("server: ") {
+            Some(_) => format!("    server: {server}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, replaced).expect("the kubeconfig writes");
+    path
+}
+
+/// The apiserver's `host:port`, from the cluster's kubeconfig.
+fn apiserver_address() -> std::net::SocketAddr {
+    let kubeconfig = std::fs::read_to_string(cluster().kubeconfig()).expect("the kubeconfig reads");
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("server: https://"))
+        .and_then(|a| a.trim().parse().ok())
+        .expect("the kubeconfig names the apiserver by address")
+}
+
+fn probe(address: &str, path: &str) -> (u16, String) {
+    e2e::net::http_get(address, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+#[test]
+fn the_agent_is_alive_at_once_and_ready_once_it_reached_the_apiserver() {
+    let ns = TestNamespace::new("probes");
+    let gitops = Gitops::new(&ns.name);
+    let dir = tempfile::tempdir().expect("a directory");
+    // The agent's apiserver is down: nothing listens at its address yet.
+    let port = e2e::net::free_port();
+    let kubeconfig = kubeconfig_with_server(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let agent = Agent::start_as(&gitops, "probe-a", &kubeconfig, &[]);
+    let address = agent.probes();
+    wait::until("a failed attempt to reach the apiserver", SOON, || {
+        let log = agent.log();
+        log.contains("not ready (will retry)")
+            .then_some(())
+            .ok_or(log)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (live, body) = probe(&address, "/healthz");
+    assert_eq!(live, 200, "alive while the apiserver is away: {body}");
+    assert!(body.contains("reconcile: last progress"), "{body}");
+    let (ready, body) = probe(&address, "/readyz");
+    assert_eq!(
+        ready, 503,
+        "not ready before the apiserver answered: {body}"
+    );
+    assert!(body.contains("cannot reach the apiserver"), "{body}");
+
+    // The apiserver comes up at that address: ready once Apps and Projects are listed.
+    let _up = e2e::net::Forwarder::start(
+        format!("127.0.0.1:{port}").parse().expect("an address"),
+        apiserver_address(),
+    );
+    let body = wait::until("the agent to become ready", SOON, || {
+        let (status, body) = probe(&address, "/readyz");
+        (status == 200).then_some(body.clone()).ok_or(body)
+    });
+    assert!(
+        body.contains("connected as") && body.contains("project(s)"),
+        "{body}"
+    );
+    assert_eq!(probe(&address, "/healthz").0, 200);
+
+    // A second replica stands by while the first leads, and is ready all the same.
+    wait::until("probe-a to lead", SOON, || {
+        let log = agent.log();
+        log.contains("leading").then_some(()).ok_or(log)
+    });
+    let standby = Agent::start(&gitops, "probe-b");
+    let standby_address = standby.probes();
+    wait::until("the standby to be ready", SOON, || {
+        let (status, body) = probe(&standby_address, "/readyz");
+        (status == 200).then_some(()).ok_or(body)
+    });
+    assert!(standby.log().contains("standing by"), "{}", standby.log());
+    assert_eq!(probe(&standby_address, "/healthz").0, 200);
+}
+
+/// The agent's install RBAC from `manifests/agent/`, applied with kubectl, and a kubeconfig with
+/// a token of its service account: the agent as a user installs it.
+fn agent_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    let kubectl = cluster().kubectl();
+    // Another suite dry-runs the install and deletes the namespace: wait until it is gone.
+    wait::until("namespace kubectl-gitops not terminating", SOON, || {
+        let ns = kubectl.run(&["get", "namespace", "kubectl-gitops", "-o", "json"]);
+        let terminating = ns.success && ns.stdout.contains("\"Terminating\"");
+        (!terminating).then_some(()).ok_or(ns.stdout)
+    });
+    let manifests = e2e::workspace_root().join("manifests/agent");
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        kubectl.ok(&["apply", "-f", &manifests.join(file).to_string_lossy()]);
+    }
+    let token = kubectl.ok(&[
+        "create",
+        "token",
+        "kubectl-gitops-agent",
+        "-n",
+        "kubectl-gitops",
+        "--duration",
+        "1h",
+    ]);
+    let original = std::fs::read_to_string(cluster().kubeconfig()).expect("the kubeconfig reads");
+    let line = |key: &str| {
+        original
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(key))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{key} missing from the kubeconfig"))
+    };
+    let path = dir.join("agent.kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    \
+             certificate-authority-data: {}\nusers:\n- name: agent\n  user:\n    token: {}\n\
+             contexts:\n- name: agent\n  context: {{cluster: c, user: agent}}\ncurrent-context: agent\n",
+            line("server: "),
+            line("certificate-authority-data: "),
+            token.trim()
+        ),
+    )
+    .expect("the kubeconfig writes");
+    path
+}
+
+fn last_sync(ns: &str, app: &str) -> serde_json::Value {
+    app_status(ns, app)["history"][0].clone()
+}
+
+/// Events the agent recorded on an App, as `reason: note` lines.
+fn app_events(ns: &str, app: &str) -> Vec<String> {
+    let events = cluster()
+        .kubectl()
+        .json(&["get", "events.events.k8s.io", "-n", ns]);
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == "App" && e["regarding"]["name"] == app)
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["note"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_writes_only_what_its_projects_account_may() {
+    let kubectl = cluster().kubectl();
+    let ns = TestNamespace::new("lp");
+    let other = TestNamespace::new("lp-other");
+    let gitops = Gitops::new(&ns.name);
+    let dir = tempfile::tempdir().expect("a directory");
+    let agent_user = "system:serviceaccount:kubectl-gitops:kubectl-gitops-agent";
+    let kubeconfig = agent_kubeconfig(dir.path());
+
+    // (c) The agent's own identity cannot write an app's objects: the `*/*` rule is gone.
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        kubectl.run(&all).stdout.trim().to_owned()
+    };
+    for verb in ["create", "patch", "delete"] {
+        assert_eq!(
+            can(&[verb, "deployments", "-n", &ns.name, "--as", agent_user]),
+            "no",
+            "the agent may {verb} Deployments itself"
+        );
+    }
+    assert_eq!(
+        can(&["create", "configmaps", "-n", &ns.name, "--as", agent_user]),
+        "no"
+    );
+    assert_eq!(can(&["create", "clusterroles", "--as", agent_user]), "no");
+    assert_eq!(
+        can(&[
+            "impersonate",
+            "serviceaccounts",
+            "-n",
+            &ns.name,
+            "--as",
+            agent_user
+        ]),
+        "yes"
+    );
+    let mut own = kubectl.command();
+    own.env("KUBECONFIG", &kubeconfig).args([
+        "auth",
+        "can-i",
+        "create",
+        "deployments",
+        "-n",
+        &ns.name,
+    ]);
+    let own = own.output().expect("kubectl runs");
+    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "no");
+
+    // The project's account may edit the app's namespace, and nothing else.
+    let project = format!("e2e-lp-{:x}", std::process::id());
+    let _project = e2e::gitops::TestProject::new(
+        &project,
+        &format!(
+            "sources: [{{repo: 'file:///**', branches: ['**']}}]\ndestinations: [{}, {}]\n\
+             syncServiceAccount: {{name: deployer}}\n",
+            ns.name, other.name
+        ),
+    );
+    kubectl.ok(&["create", "serviceaccount", "deployer", "-n", &ns.name]);
+    kubectl.ok(&[
+        "create",
+        "rolebinding",
+        "deployer-edit",
+        "-n",
+        &ns.name,
+        "--clusterrole=edit",
+        &format!("--serviceaccount={}:deployer", ns.name),
+    ]);
+    let deployer = format!("system:serviceaccount:{}:deployer", ns.name);
+    assert_eq!(
+        can(&["create", "configmaps", "-n", &other.name, "--as", &deployer]),
+        "no"
+    );
+
+    // A project that names no account: the agent refuses its apps, saying so.
+    let bare = format!("e2e-lp-bare-{:x}", std::process::id());
+    let _bare = e2e::gitops::TestProject::new(
+        &bare,
+        &format!(
+            "sources: [{{repo: 'file:///**', branches: ['**']}}]\ndestinations: [{}]\n",
+            ns.name
+        ),
+    );
+
+    let repo = Repo::new();
+    repo.write("one.yaml", &config_map("one", "1"))
+        .write("two.yaml", &config_map("two", "1"));
+    let first = repo.commit("one and two");
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--interval",
+        "1",
+        "--prune",
+        "--project",
+        &project,
+    ]);
+    let orphan_repo = Repo::new();
+    orphan_repo.write("cm.yaml", &config_map("orphaned", "1"));
+    orphan_repo.commit("first");
+    gitops.ok(&[
+        "app",
+        "add",
+        "orphan",
+        "--repo",
+        &orphan_repo.url(),
+        "--interval",
+        "1",
+        "--project",
+        &bare,
+    ]);
+
+    let lease = format!("lp-{:x}", std::process::id());
+    let agent = Agent::start_as(
+        &gitops,
+        "agent-lp",
+        &kubeconfig,
+        &[
+            "--lease-namespace",
+            "kubectl-gitops",
+            "--lease-name",
+            &lease,
+        ],
+    );
+
+    // (a) It syncs as the project's account...
+    wait_for_commit(
+        "the agent's sync as the project's account",
+        &ns.name,
+        "one",
+        &first,
+    );
+    wait_for_commit("the second object", &ns.name, "two", &first);
+    assert!(
+        agent
+            .log()
+            .contains(&format!("as service account {deployer}")),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(last_sync(&ns.name, "web")["result"], "Succeeded");
+    wait::until("a Synced Event on the app", SOON, || {
+        let events = app_events(&ns.name, "web");
+        events
+            .iter()
+            .any(|e| e.starts_with("Synced: "))
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    });
+    // ...and prunes what left Git.
+    repo.remove("two.yaml");
+    let second = repo.commit("two leaves Git");
+    wait_for_commit("the sync of the second commit", &ns.name, "one", &second);
+    wait::until("two to be pruned", SOON, || {
+        let got = kubectl.run(&["get", "configmap", "two", "-n", &ns.name]);
+        (!got.success).then_some(()).ok_or(got.stdout)
+    });
+
+    // The app of the project without an account is refused, naming the project and the field.
+    let refused = wait::until("the orphan app's refused sync", SOON, || {
+        let h = last_sync(&ns.name, "orphan");
+        (h["result"] == "Failed")
+            .then(|| h["message"].as_str().unwrap_or_default().to_owned())
+            .ok_or_else(|| h.to_string())
+    });
+    assert!(
+        refused.contains(&format!("project {bare} names no service account"))
+            && refused.contains("spec.syncServiceAccount"),
+        "{refused}"
+    );
+    assert!(
+        kubectl
+            .run(&["get", "configmap", "orphaned", "-n", &ns.name])
+            .stderr
+            .contains("NotFound")
+    );
+
+    // (b) A commit that also writes into a namespace the account may not write to: refused as a
+    // whole, with the object and the missing access named; nothing of it is applied.
+    repo.write("one.yaml", &config_map("one", "2")).write(
+        "intruder.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: intruder\n  namespace: {}\ndata:\n  value: \"x\"\n",
+            other.name
+        ),
+    );
+    let third = repo.commit("one 2, and a ConfigMap elsewhere");
+    let message = wait::until("the refused sync of the third commit", SOON, || {
+        let h = last_sync(&ns.name, "web");
+        (h["result"] == "Failed" && h["commit"] == third.as_str())
+            .then(|| h["message"].as_str().unwrap_or_default().to_owned())
+            .ok_or_else(|| h.to_string())
+    });
+    for needle in [
+        format!("ConfigMap/{}/intruder (intruder.yaml:1)", other.name),
+        format!("may not create configmaps in namespace {}", other.name),
+        deployer.clone(),
+        format!("spec.syncServiceAccount of project {project}"),
+        "nothing was changed".to_owned(),
+    ] {
+        assert!(
+            message.contains(&needle),
+            "{needle:?} missing from: {message}"
+        );
+    }
+    let synced = app_status(&ns.name, "web");
+    let ready = synced["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Synced")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ready["status"], "False", "{synced}");
+    assert_eq!(synced["lastSyncedCommit"], second.as_str(), "{synced}");
+    assert_eq!(
+        commit_of(&ns.name, "one").as_deref(),
+        Ok(second.as_str()),
+        "nothing of the refused commit is applied"
+    );
+    let one = kubectl.json(&["get", "configmap", "one", "-n", &ns.name]);
+    assert_eq!(one["data"]["value"], "1");
+    assert!(
+        kubectl
+            .run(&["get", "configmap", "intruder", "-n", &other.name])
+            .stderr
+            .contains("NotFound")
+    );
+    wait::until("a SyncFailed Event naming the object", SOON, || {
+        let events = app_events(&ns.name, "web");
+        events
+            .iter()
+            .any(|e| e.starts_with("SyncFailed: ") && e.contains("intruder"))
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    });
+
+    // The platform team lets the account write that one ConfigMap there (by name): the commit
+    // syncs whole.
+    kubectl.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: intruder\n  namespace: {other}\n\
+         rules:\n- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [list]\n\
+         - apiGroups: ['']\n  resources: [configmaps]\n  resourceNames: [intruder]\n  verbs: [get, create, patch]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: intruder\n  namespace: {other}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: intruder}}\n\
+         subjects:\n- {{kind: ServiceAccount, name: deployer, namespace: {ns}}}\n",
+        other = other.name,
+        ns = ns.name
+    ));
+    wait_for_commit("the third commit once allowed", &ns.name, "one", &third);
+    let intruder = kubectl.json(&["get", "configmap", "intruder", "-n", &other.name]);
+    assert_eq!(annotations(&intruder).0, third);
+    assert_eq!(last_sync(&ns.name, "web")["result"], "Succeeded");
+
+    let log = agent.terminate();
+    assert!(log.contains("ready: connected as"), "{log}");
+    assert!(log.contains(agent_user), "{log}");
+    kubectl.run(&[
+        "delete",
+        "lease",
+        &lease,
+        "-n",
+        "kubectl-gitops",
+        "--ignore-not-found",
+    ]);
+}

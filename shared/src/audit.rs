@@ -34,6 +34,10 @@ pub struct AuditRecordSpec {
     pub user: String,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Who wrote through `user` by impersonation: the agent, when it syncs as the service
+    /// account its app's project names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_by: Option<String>,
     /// CREATE, UPDATE or DELETE.
     pub verb: String,
     pub object: AuditedObject,

@@ -1,8 +1,11 @@
 //! One way to reach the apiserver, for the plugin, the agent and the webhook alike: kubectl's
 //! order (`--kubeconfig`, then `$KUBECONFIG` or `~/.kube/config`, then the pod's service
-//! account), `--context`, and `--as`/`--as-group` impersonation.
+//! account), `--context`, and `--as`/`--as-group` impersonation; and the clients the agent
+//! writes apps' objects with, impersonating the service account each app's project names.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
@@ -47,7 +50,18 @@ pub enum ClientError {
     GroupsWithoutUser,
     #[error("cannot create a Kubernetes client")]
     Client(#[source] kube::Error),
+    #[error(
+        "the configuration already impersonates {0}: a client cannot impersonate a second user \
+         on top (run the agent as itself, without --as)"
+    )]
+    AlreadyImpersonating(String),
 }
+
+/// The user extra attribute the agent adds when it writes as a project's service account: its
+/// own user name, so the webhook's audit records name who acted through the account (the
+/// apiserver sends the impersonated user alone). RBAC lets only the agent claim its own name
+/// (`resourceNames` of the `userextras` rule in `manifests/agent/rbac.yaml`).
+pub const IMPERSONATED_BY_EXTRA: &str = "gitops.kubectl-gitops.dev/impersonated-by";
 
 /// The client configuration for `target`.
 pub async fn config(target: &Target) -> Result<Config, ClientError> {
@@ -97,4 +111,60 @@ pub async fn connect(target: &Target) -> Result<(Client, String), ClientError> {
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(ClientError::Client)?;
     Ok((client, namespace))
+}
+
+/// Clients that act as other users, made from one configuration and kept per user: the agent
+/// writes each app's objects through the client of its project's service account.
+pub struct Impersonator {
+    base: Config,
+    /// The impersonating identity, sent as [`IMPERSONATED_BY_EXTRA`].
+    by: Option<String>,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl std::fmt::Debug for Impersonator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Impersonator")
+            .field("cluster_url", &self.base.cluster_url)
+            .field("by", &self.by)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Impersonator {
+    /// Impersonates from `base`, which must act as its own user; `by` names that user in every
+    /// request (see [`IMPERSONATED_BY_EXTRA`]).
+    pub fn new(base: Config, by: Option<String>) -> Result<Self, ClientError> {
+        if let Some(user) = &base.auth_info.impersonate {
+            return Err(ClientError::AlreadyImpersonating(user.clone()));
+        }
+        Ok(Impersonator {
+            base,
+            by,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client acting as `user` (for a service account, `system:serviceaccount:NS:NAME`: the
+    /// apiserver gives it the account's groups).
+    pub fn client(&self, user: &str) -> Result<Client, ClientError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(user) {
+            return Ok(client.clone());
+        }
+        let mut config = self.base.clone();
+        config.auth_info.impersonate = Some(user.to_owned());
+        if let Some(by) = &self.by {
+            config.auth_info.impersonate_user_extra = Some(std::collections::HashMap::from([(
+                IMPERSONATED_BY_EXTRA.to_owned(),
+                vec![by.clone()],
+            )]));
+        }
+        let client = Client::try_from(config).map_err(ClientError::Client)?;
+        clients.insert(user.to_owned(), client.clone());
+        Ok(client)
+    }
 }

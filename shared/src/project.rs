@@ -5,7 +5,9 @@
 //!
 //! An App is only as trusted as its project allows: the webhook refuses App definitions, and
 //! writes of their objects, that the project does not permit; `sync` and the agent refuse to
-//! apply them. The checks here are pure, so all three decide alike.
+//! apply them. The checks here are pure, so all three decide alike. The project also names the
+//! service account the agent writes its apps' objects as, so what an app can write is bounded by
+//! that account's RBAC as well as by the project.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -72,6 +74,16 @@ pub struct ProjectSpec {
     /// with. Apps cannot name a Secret themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretRef>,
+    /// The service account the in-cluster agent applies, prunes, scales (canary rollouts) and
+    /// reads its apps' objects as (by impersonation): an app writes only what this account's
+    /// RBAC allows, so bind it to the roles the apps need (e.g. `edit` in each destination
+    /// namespace). Without
+    /// `namespace`, the account of that name in the app's destination namespace. Unset: the
+    /// agent does not sync the project's apps (`kubectl gitops sync` run by a person writes as
+    /// that person either way). Accounts in kube-system, kube-public and kube-node-lease are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_service_account: Option<ServiceAccountRef>,
 }
 
 /// Repositories (and their branches) allowed or, with `!`, denied.
@@ -165,6 +177,59 @@ pub enum ConnectPolicy {
 pub struct SecretRef {
     pub namespace: String,
     pub name: String,
+}
+
+/// A service account by name, in `namespace` or, without one, in the app's destination namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ServiceAccountRef {
+    /// Namespace of the account; omitted: the destination namespace of the app being synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// Parses `NAME` or `NAMESPACE/NAME`, as flags spell it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (namespace, name) = match text.split_once('/') {
+            Some((namespace, name)) => (Some(namespace), name),
+            None => (None, text),
+        };
+        let reference = ServiceAccountRef {
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        for part in namespace.into_iter().chain([name]) {
+            if !is_dns_label(part) {
+                return Err(format!(
+                    "{text:?} is not NAME or NAMESPACE/NAME of a service account ({part:?} is not \
+                     a lower-case DNS name)"
+                ));
+            }
+        }
+        Ok(reference)
+    }
+}
+
+impl std::fmt::Display for ServiceAccountRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{namespace}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Whether `text` is a name Kubernetes gives namespaces and service accounts (lower-case
+/// letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253).
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Glob matching as Git refs and paths read it: `*` matches any run of characters within one
@@ -404,6 +469,48 @@ impl Project {
         self.permits_app_namespace(app.metadata.namespace.as_deref().unwrap_or_default())?;
         self.permits_source(&app.spec.repo_url, &app.spec.branch)?;
         self.permits_destination(&app.destination())
+    }
+
+    /// The user the agent writes `app`'s objects as: `system:serviceaccount:NAMESPACE:NAME` of
+    /// [`ProjectSpec::sync_service_account`]. Refused when the project names none (the agent
+    /// then has no identity to write with: it never falls back to its own or to a guessed
+    /// account), and for accounts in the system namespaces, whose writes the webhook counts as
+    /// controllers'.
+    pub fn sync_user(&self, app: &App) -> Result<String, Refusal> {
+        let Some(account) = &self.spec.sync_service_account else {
+            return Err(Refusal(format!(
+                "project {} names no service account to sync its apps as (spec.syncServiceAccount), \
+                 so the agent does not sync app {}; a cluster admin sets one (kubectl gitops project \
+                 add {} … --sync-service-account NAME --overwrite) and binds it to the roles the \
+                 apps need",
+                self.name(),
+                app.key(),
+                self.name()
+            )));
+        };
+        let namespace = account
+            .namespace
+            .clone()
+            .unwrap_or_else(|| app.destination());
+        if let Err(why) = ServiceAccountRef::parse(&format!("{namespace}/{}", account.name)) {
+            return Err(Refusal(format!(
+                "project {}: spec.syncServiceAccount {why}",
+                self.name()
+            )));
+        }
+        if UNREVIEWED_NAMESPACES.contains(&namespace.as_str()) {
+            return Err(Refusal(format!(
+                "project {} names service account {namespace}/{} to sync its apps as: accounts in \
+                 {} are refused (the webhook counts kube-system's accounts as controllers)",
+                self.name(),
+                account.name,
+                UNREVIEWED_NAMESPACES.join(", ")
+            )));
+        }
+        Ok(format!(
+            "system:serviceaccount:{namespace}:{}",
+            account.name
+        ))
     }
 }
 
@@ -669,6 +776,37 @@ mod tests {
             KindPattern::parse("*").map(|k| k.to_string()),
             Ok("*".into())
         );
+    }
+
+    #[test]
+    fn the_sync_account_is_the_projects_in_the_apps_destination_unless_it_names_a_namespace() {
+        let a = app("shop", "file:///srv/a.git", "main", Some("shop-web"));
+        let none = project("{}").sync_user(&a).expect_err("no account named");
+        assert!(
+            none.0.contains("spec.syncServiceAccount") && none.0.contains("shop/web"),
+            "{none}"
+        );
+        assert_eq!(
+            project("syncServiceAccount: {name: gitops-sync}\n").sync_user(&a),
+            Ok("system:serviceaccount:shop-web:gitops-sync".into())
+        );
+        assert_eq!(
+            project("syncServiceAccount: {namespace: platform, name: shop-sync}\n").sync_user(&a),
+            Ok("system:serviceaccount:platform:shop-sync".into())
+        );
+        for refused in [
+            "syncServiceAccount: {namespace: kube-system, name: deployment-controller}\n",
+            "syncServiceAccount: {name: 'a:b'}\n",
+            "syncServiceAccount: {name: ''}\n",
+        ] {
+            assert!(project(refused).sync_user(&a).is_err(), "{refused}");
+        }
+        assert_eq!(
+            ServiceAccountRef::parse("platform/shop-sync").map(|r| r.to_string()),
+            Ok("platform/shop-sync".into())
+        );
+        assert!(ServiceAccountRef::parse("Shop").is_err());
+        assert!(ServiceAccountRef::parse("a/b/c").is_err());
     }
 
     #[test]

@@ -131,9 +131,16 @@ fn start_owned() -> Cluster {
     }
 }
 
+/// The namespace and name of the service account the suites' agents write apps' objects as
+/// (the default project's `syncServiceAccount`): allowed everything, like a cluster admin, so
+/// that suites about other things need no RBAC of their own. The least-privilege suite makes
+/// narrow accounts of its own.
+pub const SYNC_ACCOUNT: (&str, &str) = ("kubectl-gitops-e2e", "sync");
+
 /// The project Apps name when they name none, as the suites define it: every repository they
 /// serve (file:// and loopback HTTP(S)), any branch, any kind, any namespace but those of the
-/// trust-boundary suite (`e2e-bnd-*`), which define narrow projects of their own.
+/// trust-boundary suite (`e2e-bnd-*`), which define narrow projects of their own; the agent
+/// writes as [`SYNC_ACCOUNT`].
 pub const DEFAULT_PROJECT: &str = "apiVersion: gitops.kubectl-gitops.dev/v1alpha1
 kind: Project
 metadata:
@@ -147,10 +154,37 @@ spec:
   destinations: ['*', '!e2e-bnd-*']
   clusterKinds:
     allow: [{group: '*', kind: '*'}]
+  syncServiceAccount: {namespace: kubectl-gitops-e2e, name: sync}
 ";
 
-/// Installs the CRDs from `manifests/crds/` and the suites' default project once per run, and
-/// waits until they are served.
+/// [`SYNC_ACCOUNT`], its namespace and its binding to cluster-admin.
+const SYNC_ACCOUNT_MANIFESTS: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: kubectl-gitops-e2e
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: sync
+  namespace: kubectl-gitops-e2e
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubectl-gitops-e2e-sync
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: cluster-admin
+subjects:
+- kind: ServiceAccount
+  name: sync
+  namespace: kubectl-gitops-e2e
+";
+
+/// Installs the CRDs from `manifests/crds/`, the suites' default project and its sync account
+/// once per run, and waits until they are served.
 pub fn install_crds() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
@@ -167,6 +201,7 @@ pub fn install_crds() {
             "--timeout=60s",
         ]);
         kubectl.apply(DEFAULT_PROJECT);
+        kubectl.apply(SYNC_ACCOUNT_MANIFESTS);
     });
 }
 

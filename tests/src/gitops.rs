@@ -186,25 +186,41 @@ impl Agent {
 
     /// Starts an agent with extra arguments (e.g. `--git-timeout 2s`).
     pub fn start_with(gitops: &Gitops, identity: &str, extra: &[&str]) -> Self {
+        Self::start_as(gitops, identity, crate::cluster().kubeconfig(), extra)
+    }
+
+    /// Starts an agent with the credentials and server of `kubeconfig`, leading with a Lease in
+    /// the app namespace unless `extra` says otherwise. Its probes listen on a free loopback
+    /// port ([`Agent::probes`]).
+    pub fn start_as(
+        gitops: &Gitops,
+        identity: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a log directory");
         let log = dir.path().join("agent.log");
         let file = std::fs::File::create(&log).expect("a log file");
+        let mut args = vec![
+            "agent",
+            "--watch-namespace",
+            &gitops.namespace,
+            "--identity",
+            identity,
+            "--lease-duration",
+            "3s",
+            "--poll",
+            "1s",
+            "--probe-address",
+            "127.0.0.1:0",
+        ];
+        if !extra.contains(&"--lease-namespace") {
+            args.extend(["--lease-namespace", &gitops.namespace]);
+        }
         let child = Command::new(plugin())
-            .args([
-                "agent",
-                "--watch-namespace",
-                &gitops.namespace,
-                "--lease-namespace",
-                &gitops.namespace,
-                "--identity",
-                identity,
-                "--lease-duration",
-                "3s",
-                "--poll",
-                "1s",
-            ])
+            .args(args)
             .args(extra)
-            .env("KUBECONFIG", crate::cluster().kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("KUBECTL_GITOPS_CACHE_DIR", gitops.cache.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -216,6 +232,22 @@ impl Agent {
             log,
             _dir: dir,
         }
+    }
+
+    /// `host:port` of the agent's probe endpoints, once it has logged them.
+    pub fn probes(&self) -> String {
+        crate::wait::until(
+            "the agent to listen for probes",
+            std::time::Duration::from_secs(30),
+            || {
+                let log = self.log();
+                log.split("probes on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned)
+                    .ok_or(log)
+            },
+        )
     }
 
     pub fn log(&self) -> String {

@@ -10,6 +10,7 @@ pub mod git;
 pub mod gitops;
 pub mod kubectl;
 pub mod namespace;
+pub mod net;
 pub mod prometheus;
 pub mod tls;
 pub mod wait;

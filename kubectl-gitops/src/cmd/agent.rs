@@ -1,27 +1,41 @@
 //! `kubectl gitops agent`: reconciles every app on its interval and on request. Replicas elect a
 //! leader with a Lease, so only one syncs at a time; errors (apiserver or Git remote away) are
-//! logged and retried, never fatal.
+//! logged and retried, never fatal. It writes each app's objects as the service account the
+//! app's project names (impersonated), never as itself, and serves `/healthz` and `/readyz`.
 
+mod probes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource as _, ResourceExt as _};
 use shared::app::App;
+use shared::canary::Canary;
+use shared::client::Impersonator;
+use shared::project::Project;
+use shared::provenance::Provenance;
 use tokio::sync::watch;
 
 use crate::cmd::sync::parse_duration;
+use crate::engine::{self, Action};
 use crate::exit::Code;
+use crate::identity::{Clients, Identities};
 use crate::kube_context::KubeArgs;
 use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};
+use probes::Probes;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     kubectl gitops agent\n  \
-    kubectl gitops agent --watch-namespace shop --identity agent-0")]
+    kubectl gitops agent --watch-namespace shop --identity agent-0 --probe-address 127.0.0.1:8081")]
 pub struct AgentArgs {
     /// Reconcile the apps of this namespace only (default: every namespace).
     #[arg(long, value_name = "NAMESPACE")]
@@ -41,14 +55,42 @@ pub struct AgentArgs {
     /// How often apps are checked for a due sync or a request.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll: Duration,
+    /// Where /healthz (alive) and /readyz (reached the apiserver, Apps and Projects listed) are
+    /// served over plain HTTP; port 0 picks a free port (logged).
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_PROBE_ADDRESS",
+        default_value = "0.0.0.0:8081",
+        value_name = "HOST:PORT"
+    )]
+    pub probe_address: SocketAddr,
+    /// /healthz fails once the reconcile loop has made no progress (no app synced, no poll
+    /// finished) for this long, e.g. when a request hangs for good.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
 }
 
 fn log(message: &str) {
     eprintln!("{} agent: {message}", reconcile::now());
 }
 
+/// The loops /healthz watches.
+const RECONCILE_LOOP: &str = "reconcile";
+const ELECTION_LOOP: &str = "leader-election";
+
+/// Name of the agent on the Events it records.
+const EVENT_CONTROLLER: &str = "gitops.kubectl-gitops.dev/agent";
+
 pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
-    let ctx = kube.connect().await?;
+    if kube.impersonate.is_some() || !kube.impersonate_groups.is_empty() {
+        anyhow::bail!(
+            "the agent acts as its own identity and writes each app's objects as its project's \
+             service account: --as and --as-group do not apply"
+        );
+    }
+    // The kubeconfig, else the pod's service account (see shared::client).
+    let (config, default_namespace) = kube.config().await?;
+    let client = Client::try_from(config.clone()).context("cannot create a Kubernetes client")?;
     let identity = args
         .identity
         .clone()
@@ -61,8 +103,18 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
         .lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| ctx.namespace.clone());
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &lease_namespace);
+        .unwrap_or(default_namespace);
+
+    let probes = Arc::new(Probes::default());
+    probes.watch(RECONCILE_LOOP, args.stall_timeout.max(args.poll * 3));
+    // An election round takes at most a third of the lease duration, then sleeps another third.
+    probes.watch(
+        ELECTION_LOOP,
+        (args.lease_duration * 3).max(Duration::from_secs(30)),
+    );
+    let probe_address = probes::serve(args.probe_address, probes.clone()).await?;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
     let (leader_tx, leader_rx) = watch::channel(false);
     let election = tokio::spawn(elect(
         leases.clone(),
@@ -70,12 +122,24 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
         identity.clone(),
         args.lease_duration,
         leader_tx,
+        probes.clone(),
     ));
     log(&format!(
-        "started as {identity}; lease {lease_namespace}/{}; apps in {}",
+        "started as {identity}; lease {lease_namespace}/{}; apps in {}; probes on http://{probe_address}",
         args.lease_name,
         args.watch_namespace.as_deref().unwrap_or("every namespace")
     ));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: EVENT_CONTROLLER.into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let namespace = args.watch_namespace.as_deref();
+    // Set once the apiserver has answered who the agent is: the writers of the apps' objects
+    // impersonate from then on, naming the agent.
+    let mut identities: Option<Identities> = None;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
@@ -84,11 +148,31 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = tokio::time::sleep(args.poll) => {
+                probes.beat(RECONCILE_LOOP);
+                if identities.is_none() {
+                    match connect(&client, namespace).await {
+                        Ok((me, detail)) => {
+                            log(&format!("ready: {detail}"));
+                            probes.ready(detail);
+                            let impersonator = Impersonator::new(config.clone(), Some(me))?;
+                            identities =
+                                Some(Identities::ProjectServiceAccount(Arc::new(impersonator)));
+                        }
+                        Err(err) => {
+                            let why = format!("{err:#}");
+                            if !probes.is_ready() {
+                                log(&format!("not ready (will retry): {why}"));
+                            }
+                            probes.waiting(why);
+                        }
+                    }
+                }
+                let Some(identities) = &identities else { continue };
                 if *leader_rx.borrow() {
-                    reconcile_due(&ctx.client, args.watch_namespace.as_deref(), &identity, &leader_rx).await;
+                    reconcile_due(&client, identities, namespace, &identity, &leader_rx, &recorder, &probes).await;
                 }
                 if *leader_rx.borrow() {
-                    advance_rollouts(&ctx.client, args.watch_namespace.as_deref()).await;
+                    advance_rollouts(&client, identities, namespace).await;
                 }
             }
         }
@@ -101,18 +185,56 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
     Ok(Code::Success)
 }
 
-/// Syncs every app that is due, while this replica still leads.
+/// Reaches the apiserver: who the agent is, and its first list of Apps and Projects. Returns
+/// the agent's user name and what readiness reports.
+async fn connect(client: &Client, namespace: Option<&str>) -> anyhow::Result<(String, String)> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .context("cannot reach the apiserver (SelfSubjectReview)")?;
+    let me = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .context("the apiserver did not say who the agent is")?;
+    let apps = apps_api(client, namespace)
+        .list(&ListParams::default())
+        .await
+        .context("cannot list Apps")?;
+    let projects = Api::<Project>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("cannot list Projects")?;
+    let detail = format!(
+        "connected as {me}; {} app(s) in {}, {} project(s)",
+        apps.items.len(),
+        namespace.unwrap_or("every namespace"),
+        projects.items.len()
+    );
+    Ok((me, detail))
+}
+
+fn apps_api(client: &Client, namespace: Option<&str>) -> Api<App> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Syncs every app that is due, while this replica still leads, each as its project's account.
 async fn reconcile_due(
     client: &Client,
+    identities: &Identities,
     namespace: Option<&str>,
     identity: &str,
     leading: &watch::Receiver<bool>,
+    recorder: &Recorder,
+    probes: &Probes,
 ) {
-    let apps: Api<App> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let list = match apps.list(&ListParams::default()).await {
+    let list = match apps_api(client, namespace)
+        .list(&ListParams::default())
+        .await
+    {
         Ok(list) => list,
         Err(err) => return log(&format!("cannot list apps (will retry): {err}")),
     };
@@ -130,24 +252,83 @@ async fn reconcile_due(
             initiator: format!("agent/{identity}"),
             handled_request: requested(&app).map(str::to_owned),
         };
-        match reconcile::sync_app(client, &app, &request, |_, _| {}).await {
-            Ok(report) => log(&format!(
-                "synced {} ({reason}) at {}: {}",
-                app.key(),
-                crate::output::short(&report.desired.commit),
-                report.summary
-            )),
-            Err(err) => log(&format!(
-                "sync of {} ({reason}) failed (will retry): {err:#}",
+        let outcome = reconcile::sync_app(client, identities, &app, &request, |_, _| {}).await;
+        probes.beat(RECONCILE_LOOP);
+        let event = match &outcome {
+            Ok(report) => {
+                log(&format!(
+                    "synced {} ({reason}) at {}: {}",
+                    app.key(),
+                    crate::output::short(&report.desired.commit),
+                    report.summary
+                ));
+                let counts = engine::summarise(&report.results);
+                let changed = [Action::Created, Action::Configured, Action::Pruned]
+                    .iter()
+                    .any(|a| counts.get(a).is_some_and(|n| *n > 0));
+                changed.then(|| Event {
+                    type_: EventType::Normal,
+                    reason: "Synced".into(),
+                    note: Some(format!(
+                        "commit {}: {}",
+                        crate::output::short(&report.desired.commit),
+                        report.summary
+                    )),
+                    action: "Sync".into(),
+                    secondary: None,
+                })
+            }
+            Err(err) => {
+                log(&format!(
+                    "sync of {} ({reason}) failed (will retry): {err:#}",
+                    app.key()
+                ));
+                Some(Event {
+                    type_: EventType::Warning,
+                    reason: "SyncFailed".into(),
+                    // Event notes hold at most 1 kB.
+                    note: Some(format!("{err:#}").chars().take(1000).collect()),
+                    action: "Sync".into(),
+                    secondary: None,
+                })
+            }
+        };
+        if let Some(event) = event
+            && let Err(err) = recorder.publish(&event, &app.object_ref(&())).await
+        {
+            log(&format!(
+                "cannot record an Event on app {}: {err}",
                 app.key()
-            )),
+            ));
         }
     }
 }
 
-/// Moves every canary rollout on: expired pauses, ready canaries, due measurements.
-async fn advance_rollouts(client: &Client, namespace: Option<&str>) {
-    match crate::rollout::advance_all(client, namespace).await {
+/// Moves every canary rollout on: expired pauses, ready canaries, due measurements; each
+/// rollout's Deployments are written as its app's project's account.
+async fn advance_rollouts(client: &Client, identities: &Identities, namespace: Option<&str>) {
+    let clients_for = async |canary: &Canary| -> anyhow::Result<Clients> {
+        let object = serde_json::to_value(canary).context("a Canary serialises")?;
+        let provenance = Provenance::read(&object)
+            .context("the Canary carries no provenance: no app of the agent wrote it")?;
+        let (app_namespace, app_name) = provenance
+            .app
+            .split_once('/')
+            .with_context(|| format!("the Canary names app {:?}", provenance.app))?;
+        let app = Api::<App>::namespaced(client.clone(), app_namespace)
+            .get(app_name)
+            .await
+            .with_context(|| format!("cannot read its app {}", provenance.app))?;
+        if !provenance.written_by(&app) {
+            anyhow::bail!("app {} did not write the Canary", provenance.app);
+        }
+        let project = engine::project(client, &app).await?;
+        // The account scales and copies Deployments only where the project lets the app.
+        let namespace = canary.namespace().unwrap_or_default();
+        project.permits_object("apps", "Deployment", Some(&namespace))?;
+        identities.clients(client, &project, &app)
+    };
+    match crate::rollout::advance_all(client, namespace, clients_for).await {
         Ok(transitions) => {
             for t in transitions {
                 log(&format!("rollout: {t}"));
@@ -197,19 +378,22 @@ pub fn may_hold(spec: &LeaseSpec, me: &str, now: jiff::Timestamp) -> bool {
 }
 
 /// Takes and renews the Lease every third of its duration, publishing whether this replica leads.
-/// Writes carry the resourceVersion read, so two replicas can never both win.
+/// Writes carry the resourceVersion read, so two replicas can never both win. A round that takes
+/// longer than a third of the duration counts as failed: a leader whose renewal hangs steps down
+/// before its Lease can expire under it.
 async fn elect(
     leases: Api<Lease>,
     name: String,
     me: String,
     duration: Duration,
     leading: watch::Sender<bool>,
+    probes: Arc<Probes>,
 ) {
     let seconds = i32::try_from(duration.as_secs().max(1)).unwrap_or(15);
     let mut previous = None;
     loop {
         let now = jiff::Timestamp::now();
-        let outcome = async {
+        let round = async {
             let spec = LeaseSpec {
                 holder_identity: Some(me.clone()),
                 lease_duration_seconds: Some(seconds),
@@ -247,15 +431,22 @@ async fn elect(
                     Ok(true)
                 }
             }
-        }
-        .await;
-        let leads = match outcome {
-            Ok(leads) => leads,
-            Err(err) => {
+        };
+        let leads = match tokio::time::timeout(duration / 3, round).await {
+            Ok(Ok(leads)) => leads,
+            Ok(Err(err)) => {
                 log(&format!("leader election: {err}"));
                 false
             }
+            Err(_) => {
+                log(&format!(
+                    "leader election: no answer within {:.1}s",
+                    (duration / 3).as_secs_f64()
+                ));
+                false
+            }
         };
+        probes.beat(ELECTION_LOOP);
         if previous != Some(leads) {
             log(if leads {
                 "leading: reconciling apps"

@@ -88,7 +88,10 @@ pub async fn run(args: AuditArgs, ctx: &KubeContext, out: &mut dyn Write) -> any
                     row.extend([
                         s.time.clone(),
                         format!("{:?}", s.outcome),
-                        s.user.clone(),
+                        match &s.impersonated_by {
+                            Some(by) => format!("{} (by {by})", s.user),
+                            None => s.user.clone(),
+                        },
                         s.verb.clone(),
                         format!("{}/{}", s.object.kind, s.object.name),
                         s.reason.clone(),

@@ -49,8 +49,10 @@ async fn diff(args: DiffArgs, kube: &KubeArgs, out: &mut dyn Write) -> anyhow::R
         .await
         .with_context(|| format!("cannot read app {}/{}", ctx.namespace, args.name))?;
     engine::check_app(&app)?;
-    let desired = engine::desired(&ctx.client, &app, args.revision.as_deref()).await?;
-    let plan = crate::rollout::prepare(&ctx.client, &app, &desired, true).await?;
+    let project = engine::project(&ctx.client, &app).await?;
+    let desired = engine::desired(&ctx.client, &app, &project, args.revision.as_deref()).await?;
+    let clients = crate::identity::Clients::caller(&ctx.client);
+    let plan = crate::rollout::prepare(&clients, &app, &desired, true).await?;
     let comparisons = engine::compare(&ctx.client, &app, &desired, &plan.replicas).await?;
     let colour = color::stdout_enabled();
     let mut differing = 0;

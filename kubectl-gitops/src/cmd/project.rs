@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use shared::project::{
-    ConnectPolicy, Enforcement, KindPattern, KindRules, Project, ProjectSpec, SecretRef, SourceRule,
+    ConnectPolicy, Enforcement, KindPattern, KindRules, Project, ProjectSpec, SecretRef,
+    ServiceAccountRef, SourceRule,
 };
 
 use crate::exit::Code;
@@ -22,7 +23,8 @@ pub enum ProjectCommand {
         kubectl gitops project add shop --repo 'https://git.example.com/shop/*' --destination 'shop-*'\n  \
         kubectl gitops project add shop --repo 'https://git.example.com/shop/*' --branch main --branch 'release-*' \\\n      \
         --repo '!https://git.example.com/shop/sandbox' --destination shop --app-namespace gitops-apps \\\n      \
-        --allow-cluster-kind ClusterRole.rbac.authorization.k8s.io --deny-kind ResourceQuota --warn\n  \
+        --allow-cluster-kind ClusterRole.rbac.authorization.k8s.io --deny-kind ResourceQuota --warn \\\n      \
+        --sync-service-account gitops-sync\n  \
         kubectl gitops project add default --repo 'file:///srv/git/**' --destination '*' --overwrite")]
     Add(Box<AddArgs>),
     /// List projects.
@@ -80,6 +82,11 @@ pub struct AddArgs {
     /// Secret (NAMESPACE/NAME) with `username` and `password` for its HTTPS repositories.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_secret)]
     pub credentials_secret: Option<SecretRef>,
+    /// Service account the in-cluster agent writes its apps' objects as (impersonated): NAME in
+    /// each app's destination namespace, or NAMESPACE/NAME. Without it the agent does not sync
+    /// the project's apps.
+    #[arg(long, value_name = "[NAMESPACE/]NAME", value_parser = ServiceAccountRef::parse)]
+    pub sync_service_account: Option<ServiceAccountRef>,
     /// What the project is for.
     #[arg(long, default_value = "")]
     pub description: String,
@@ -143,6 +150,7 @@ impl AddArgs {
                 ConnectPolicy::Deny
             },
             credentials_secret: self.credentials_secret,
+            sync_service_account: self.sync_service_account,
         })
     }
 }
@@ -219,6 +227,10 @@ pub async fn run(
                                     join(&p.spec.app_namespaces),
                                     join(&kinds),
                                     format!("{:?}", p.spec.connect),
+                                    p.spec
+                                        .sync_service_account
+                                        .as_ref()
+                                        .map_or("<none>".into(), ToString::to_string),
                                 ]);
                             }
                             row
@@ -226,7 +238,12 @@ pub async fn run(
                         .collect();
                     let mut headers = vec!["NAME", "REPOSITORIES", "DESTINATIONS", "ENFORCEMENT"];
                     if format == Format::Wide {
-                        headers.extend(["APP NAMESPACES", "CLUSTER KINDS", "CONNECT"]);
+                        headers.extend([
+                            "APP NAMESPACES",
+                            "CLUSTER KINDS",
+                            "CONNECT",
+                            "SYNC ACCOUNT",
+                        ]);
                     }
                     output::table(out, &headers, &rows)?;
                 }

@@ -116,9 +116,12 @@ pub async fn run(
     let client = &ctx.client;
     let ns = ctx.namespace.as_str();
     let user = crate::reconcile::whoami(client).await;
+    // A person's rollout commands act as that person.
+    let clients = crate::identity::Clients::caller(client);
     let act = |name: String, action: Action| {
         let user = user.clone();
-        async move { rollout::act(client, ns, &name, action, &user).await }
+        let clients = clients.clone();
+        async move { rollout::act(&clients, ns, &name, action, &user).await }
     };
     let done = match command {
         RolloutCommand::List {

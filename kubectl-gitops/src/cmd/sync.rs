@@ -11,6 +11,7 @@ use shared::app::App;
 use crate::engine::ObjectResult;
 use crate::exit::Code;
 use crate::health::Health;
+use crate::identity::Identities;
 use crate::kube_context::KubeContext;
 use crate::output::{self, short};
 use crate::reconcile::{self, SyncRequest};
@@ -72,7 +73,10 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
             }
         }
     };
-    let report = reconcile::sync_app(&ctx.client, &app, &request, progress).await?;
+    // A person's sync writes as that person (`--as` impersonates whom they ask), never as the
+    // project's service account: that one is the agent's.
+    let report =
+        reconcile::sync_app(&ctx.client, &Identities::Caller, &app, &request, progress).await?;
 
     let rows: Vec<Vec<String>> = report
         .results

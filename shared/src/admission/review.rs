@@ -90,6 +90,20 @@ pub struct UserInfo {
     pub username: String,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Extra attributes of the user (a service account token's pod and node; the agent's
+    /// [`crate::client::IMPERSONATED_BY_EXTRA`] when it writes as a project's account).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// Who acted through this user by impersonation, as the agent declares itself.
+    pub fn impersonated_by(&self) -> Option<&str> {
+        self.extra
+            .get(crate::client::IMPERSONATED_BY_EXTRA)
+            .and_then(|values| values.first())
+            .map(String::as_str)
+    }
 }
 
 /// A side of the write that exists (the apiserver sends `null` for the missing one).
