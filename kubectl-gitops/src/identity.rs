@@ -71,6 +71,25 @@ impl Identities {
             Identities::Caller => Ok(Clients::caller(control)),
             Identities::ProjectServiceAccount(impersonator) => {
                 let user = project.sync_user(app)?;
+                // The agent's own namespace holds its account and the webhook's, which the
+                // webhook's guard exempts: no app writes as them.
+                let namespace_of = |u: &str| {
+                    u.strip_prefix("system:serviceaccount:")
+                        .and_then(|rest| rest.split_once(':'))
+                        .map(|(ns, _)| ns.to_owned())
+                };
+                if let (Some(own), Some(theirs)) = (
+                    impersonator.by().and_then(namespace_of),
+                    namespace_of(&user),
+                ) && own == theirs
+                {
+                    anyhow::bail!(
+                        "project {} names {user} to sync app {} as (spec.syncServiceAccount): \
+                         accounts in the agent's own namespace {own} are refused",
+                        project.name(),
+                        app.key()
+                    );
+                }
                 let objects = impersonator.client(&user)?;
                 Ok(Clients {
                     control: control.clone(),

@@ -385,17 +385,18 @@ fn the_agent_writes_only_what_its_projects_account_may() {
         "no"
     );
     assert_eq!(can(&["create", "clusterroles", "--as", agent_user]), "no");
-    assert_eq!(
+    // Nor may it act as any account until a platform admin grants that per namespace.
+    let may_impersonate = || {
         can(&[
             "impersonate",
             "serviceaccounts",
             "-n",
             &ns.name,
             "--as",
-            agent_user
-        ]),
-        "yes"
-    );
+            agent_user,
+        ])
+    };
+    assert_eq!(may_impersonate(), "no");
     let mut own = kubectl.command();
     own.env("KUBECONFIG", &kubeconfig).args([
         "auth",
@@ -428,6 +429,16 @@ fn the_agent_writes_only_what_its_projects_account_may() {
         "--clusterrole=edit",
         &format!("--serviceaccount={}:deployer", ns.name),
     ]);
+    kubectl.ok(&[
+        "create",
+        "rolebinding",
+        "kubectl-gitops-agent-impersonate",
+        "-n",
+        &ns.name,
+        "--clusterrole=kubectl-gitops-agent-impersonate",
+        "--serviceaccount=kubectl-gitops:kubectl-gitops-agent",
+    ]);
+    assert_eq!(may_impersonate(), "yes");
     let deployer = format!("system:serviceaccount:{}:deployer", ns.name);
     assert_eq!(
         can(&["create", "configmaps", "-n", &other.name, "--as", &deployer]),

@@ -138,11 +138,28 @@ impl Impersonator {
         if let Some(user) = &base.auth_info.impersonate {
             return Err(ClientError::AlreadyImpersonating(user.clone()));
         }
+        // Groups from the kubeconfig would ride along with every impersonated request.
+        if let Some(groups) = base
+            .auth_info
+            .impersonate_groups
+            .as_ref()
+            .filter(|g| !g.is_empty())
+        {
+            return Err(ClientError::AlreadyImpersonating(format!(
+                "groups {}",
+                groups.join(",")
+            )));
+        }
         Ok(Impersonator {
             base,
             by,
             clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The impersonating identity this client names in every request.
+    pub fn by(&self) -> Option<&str> {
+        self.by.as_deref()
     }
 
     /// The client acting as `user` (for a service account, `system:serviceaccount:NS:NAME`: the
