@@ -12,6 +12,15 @@ bash scripts/install-node-packages.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --all-targets --locked
 
+# The container images, built as scripts/images.sh does (a release build of both binaries), must be
+# what manifests/ pins by digest; a stale pin fails the run at the end, after the other tests.
+# Then both are imported into a containerd of their own and run (scripts/images-smoke.sh).
+images=current
+bash scripts/images.sh --check || { [[ $? -eq 3 ]] || exit 1; images=stale; }
+if [[ $images == current ]]; then
+  bash scripts/images-smoke.sh
+fi
+
 state="$root/target/test-cluster"
 localcluster="$root/.tools/bin/localcluster"
 "$localcluster" stop --dir "$state" 2>/dev/null || true
@@ -38,3 +47,8 @@ kubeconfig=$("$localcluster" start --dir "$state")
 echo "local control plane ready in $(( ($(date +%s%N) - started) / 1000000 )) ms (kubeconfig $kubeconfig)" >&2
 
 KUBECTL_GITOPS_TEST_KUBECONFIG="$kubeconfig" cargo test --workspace --locked "$@"
+
+if [[ $images == stale ]]; then
+  echo "error: the image digests in manifests/ are not what this commit builds: run \`bash scripts/images.sh --pin\` and commit manifests/" >&2
+  exit 1
+fi
