@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod color;
 mod engine;
+mod error_text;
 mod exit;
 mod health;
 mod kube_context;

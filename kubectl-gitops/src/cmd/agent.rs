@@ -14,6 +14,7 @@ use shared::app::App;
 use tokio::sync::watch;
 
 use crate::cmd::sync::parse_duration;
+use crate::error_text::one_line;
 use crate::exit::Code;
 use crate::kube_context::KubeArgs;
 use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};
@@ -114,7 +115,12 @@ async fn reconcile_due(
     };
     let list = match apps.list(&ListParams::default()).await {
         Ok(list) => list,
-        Err(err) => return log(&format!("cannot list apps (will retry): {err}")),
+        Err(err) => {
+            return log(&format!(
+                "cannot list apps (will retry): {}",
+                one_line(&err)
+            ));
+        }
     };
     let now = jiff::Timestamp::now();
     for app in list.items {
@@ -138,8 +144,9 @@ async fn reconcile_due(
                 report.summary
             )),
             Err(err) => log(&format!(
-                "sync of {} ({reason}) failed (will retry): {err:#}",
-                app.key()
+                "sync of {} ({reason}) failed (will retry): {}",
+                app.key(),
+                one_line(err.as_ref())
             )),
         }
     }
@@ -153,7 +160,10 @@ async fn advance_rollouts(client: &Client, namespace: Option<&str>) {
                 log(&format!("rollout: {t}"));
             }
         }
-        Err(err) => log(&format!("cannot advance rollouts (will retry): {err:#}")),
+        Err(err) => log(&format!(
+            "cannot advance rollouts (will retry): {}",
+            one_line(err.as_ref())
+        )),
     }
 }
 
@@ -252,7 +262,7 @@ async fn elect(
         let leads = match outcome {
             Ok(leads) => leads,
             Err(err) => {
-                log(&format!("leader election: {err}"));
+                log(&format!("leader election: {}", one_line(&err)));
                 false
             }
         };
