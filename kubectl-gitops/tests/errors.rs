@@ -1,5 +1,6 @@
 //! How failures read against the real apiserver: its refusals as kubectl prints them (the first
-//! line is the very line `kubectl get` prints for the same object).
+//! line is the very line `kubectl get` prints for the same object), and kubectl's
+//! `--request-timeout`.
 
 mod common;
 
@@ -161,4 +162,57 @@ fn a_forbidden_request_reads_as_kubectl_prints_it() {
         &list,
         "context: cannot list apps",
     );
+}
+
+#[test]
+fn request_timeout_limits_every_request_and_names_itself_when_it_strikes() {
+    let ns = TestNamespace::new("err-timeout");
+    let gitops = Gitops::new(&ns.name);
+    gitops.ok(&["app", "add", "web", "--repo", "file:///nowhere/repo.git"]);
+
+    // No request to a real apiserver (a TLS connection, authentication, a read) takes 1ms.
+    for value in ["1ms", "1us"] {
+        let flag = format!("--request-timeout={value}");
+        let run = gitops.run(&[&flag, "status"]);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert_eq!(
+            run.stderr.lines().collect::<Vec<_>>(),
+            [
+                "error: cannot list apps",
+                &format!("  caused by: the request to the apiserver did not finish within {flag}")
+            ],
+            "{run:?}"
+        );
+        let run = gitops.run(&["--request-timeout", value, "history", "web"]);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(run.stderr.contains(&flag), "{run:?}");
+    }
+
+    // Time enough: kubectl's spellings, a bare number being seconds and 0 no limit at all.
+    for value in ["0", "30", "30s", "1m", "1m30s", "2h"] {
+        let flag = format!("--request-timeout={value}");
+        let history = gitops.ok(&[&flag, "history", "web", "-o", "json"]);
+        assert_eq!(history.trim(), "[]", "{flag}");
+    }
+
+    // What kubectl refuses, clap refuses, naming the flag and the value (exit 2).
+    for value in ["abc", "-1", "5d", "1.5", "10 s"] {
+        let run = gitops.run(&["--request-timeout", value, "status"]);
+        assert_eq!(run.code, Some(2), "{value}: {run:?}");
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!(
+                "error: invalid value '{value}' for '--request-timeout <DURATION>'"
+            )),
+            "{first}"
+        );
+        assert!(
+            cluster()
+                .kubectl()
+                .run(&["--request-timeout", value, "get", "namespaces"])
+                .stderr
+                .contains("Invalid timeout value"),
+            "kubectl refuses {value:?} too"
+        );
+    }
 }
