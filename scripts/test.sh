@@ -8,6 +8,7 @@ cd "$root"
 
 bash scripts/install-kubectl.sh
 bash scripts/install-prometheus.sh
+bash scripts/install-krew.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --all-targets --locked
 
