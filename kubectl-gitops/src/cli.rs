@@ -69,14 +69,30 @@ pub enum Command {
     /// Print the version of kubectl gitops and the provenance annotations it writes.
     #[command(after_help = "Examples:\n  kubectl gitops version")]
     Version,
-    /// Print a shell completion script.
+    /// Print a shell completion script, or the kubectl_complete-gitops script through which
+    /// kubectl's own completion completes `kubectl gitops …` (kubectl 1.26 and later).
     #[command(after_help = "Examples:\n  \
         source <(kubectl gitops completion bash)\n  \
-        kubectl gitops completion zsh > \"${fpath[1]}/_kubectl-gitops\"")]
+        kubectl gitops completion zsh > \"${fpath[1]}/_kubectl-gitops\"\n  \
+        kubectl gitops completion kubectl-plugin > ~/.local/bin/kubectl_complete-gitops\n  \
+        chmod +x ~/.local/bin/kubectl_complete-gitops")]
     Completion {
-        /// The shell to complete for.
-        shell: Shell,
+        /// The shell to complete for, or kubectl-plugin: the executable kubectl runs from PATH
+        /// to complete `kubectl gitops …`.
+        target: CompletionTarget,
     },
+}
+
+/// What `completion` prints a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionTarget {
+    Bash,
+    Elvish,
+    Fish,
+    Powershell,
+    Zsh,
+    /// `kubectl_complete-gitops`, for kubectl's own completion.
+    KubectlPlugin,
 }
 
 /// The project's CustomResourceDefinitions, by plural name.
@@ -98,7 +114,18 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
-        Command::Completion { shell } => {
+        Command::Completion { target } => {
+            let shell = match target {
+                CompletionTarget::Bash => Shell::Bash,
+                CompletionTarget::Elvish => Shell::Elvish,
+                CompletionTarget::Fish => Shell::Fish,
+                CompletionTarget::Powershell => Shell::PowerShell,
+                CompletionTarget::Zsh => Shell::Zsh,
+                CompletionTarget::KubectlPlugin => {
+                    write!(out, "{}", crate::complete::KUBECTL_PLUGIN_SHIM)?;
+                    return Ok(exit::Code::Success);
+                }
+            };
             // kubectl looks plugins up as `kubectl-gitops`; the completion is for that command.
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-gitops", out);
             Ok(exit::Code::Success)

@@ -38,10 +38,10 @@ impl From<Code> for ExitCode {
     }
 }
 
-/// Prints an error as a headline followed by its causes, on stderr.
+/// Prints an error on stderr: what the apiserver said as kubectl prints it, then the context; or
+/// a headline followed by its causes (see [`crate::error_text`]).
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    for line in crate::error_text::lines(err.as_ref()) {
+        eprintln!("{line}");
     }
 }

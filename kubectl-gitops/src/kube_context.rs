@@ -1,11 +1,13 @@
 //! The cluster connection, chosen the way kubectl chooses it (see [`shared::client`]):
 //! `--kubeconfig`, then `KUBECONFIG`, then `~/.kube/config`, then the pod's service account;
-//! `--context`; `--as`/`--as-group`; `-n`, then the context's namespace, then `default`.
+//! `--context`; `--as`/`--as-group`; `-n`, then the context's namespace, then `default`;
+//! `--request-timeout` for every request to the apiserver.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use kube::Client;
+use shared::request_timeout::RequestTimeout;
 
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
@@ -24,6 +26,11 @@ pub struct KubeArgs {
     /// Group to impersonate for the operation (repeat for several; needs --as).
     #[arg(long = "as-group", global = true, value_name = "GROUP")]
     pub impersonate_groups: Vec<String>,
+    /// The length of time to wait before giving up on a single server request: a whole number of
+    /// seconds, or a number with a unit (e.g. 1s, 2m, 3h). 0 means no timeout.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0",
+          value_parser = RequestTimeout::parse, allow_hyphen_values = true)]
+    pub request_timeout: RequestTimeout,
 }
 
 /// A connected client and the namespace commands act in.
@@ -48,6 +55,7 @@ impl KubeArgs {
             context: self.context.clone(),
             impersonate: self.impersonate.clone(),
             impersonate_groups: self.impersonate_groups.clone(),
+            request_timeout: self.request_timeout.clone(),
         }
     }
 

@@ -4,7 +4,9 @@
 mod cli;
 mod cmd;
 mod color;
+mod complete;
 mod engine;
+mod error_text;
 mod exit;
 mod health;
 mod identity;
@@ -20,6 +22,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `kubectl_complete-gitops` asks for completions with the raw words typed so far; they are
+    // not a command line to parse (the last one is unfinished).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == complete::COMMAND) {
+        let words: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        return run_completion(&words);
+    }
     let cli = cli::Cli::parse();
     mirror::set_timeout(cli.git_timeout);
     // Git over HTTPS (reqwest) finds the process-wide provider; kube uses ring explicitly.
@@ -54,5 +63,25 @@ fn main() -> ExitCode {
             exit::report(&err);
             exit::Code::Failure.into()
         }
+    }
+}
+
+/// Answers `kubectl-gitops __complete WORDS…`; never fails loudly, a shell is waiting.
+fn run_completion(words: &[String]) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return exit::Code::Failure.into();
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match runtime
+        .block_on(complete::run(words, &mut out))
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => exit::Code::Success.into(),
+        Err(_) => exit::Code::Failure.into(),
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use shared::app::{App, AppStatus, SyncRecord};
 
 use crate::engine::{self, Action, Desired, ObjectResult};
+use crate::error_text::one_line;
 use crate::health::{self, Health};
 use crate::identity::Identities;
 use crate::rollout;
@@ -238,7 +239,7 @@ pub fn failed(initiator: &str, commit: Option<&str>, err: &anyhow::Error) -> Syn
         result: "Failed".into(),
         applied: 0,
         pruned: 0,
-        message: format!("{err:#}").chars().take(1000).collect(),
+        message: one_line(err.as_ref()).chars().take(1000).collect(),
     }
 }
 

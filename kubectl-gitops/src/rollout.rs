@@ -26,6 +26,7 @@ use shared::manifest::{self, Manifest};
 use shared::provenance::Provenance;
 
 use crate::engine::{self, Desired, FIELD_MANAGER, Resolved};
+use crate::error_text::one_line;
 use crate::identity::Clients;
 use crate::reconcile::now;
 
@@ -994,19 +995,27 @@ fn is_conflict(err: &anyhow::Error) -> bool {
 /// The Canary named `name`, or the one whose target is the Deployment `name`.
 pub async fn find(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Canary> {
     let api = canaries(client, namespace);
-    if let Some(found) = api.get_opt(name).await.with_context(|| {
-        format!("cannot read Canary {namespace}/{name} (is the Canary CRD installed? kubectl gitops crd canaries)")
-    })? {
-        return Ok(found);
-    }
-    let list = api.list(&ListParams::default()).await?;
+    let not_found = match api.get(name).await {
+        Ok(found) => return Ok(found),
+        Err(kube::Error::Api(status)) if status.is_not_found() => kube::Error::Api(status),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot read Canary {namespace}/{name} (is the Canary CRD installed? kubectl gitops crd canaries)")
+            });
+        }
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("cannot list Canaries in namespace {namespace}"))?;
+    // Neither: the apiserver's NotFound answers, as `kubectl get canary NAME` shows it.
     list.items
         .into_iter()
         .find(|c| c.spec.target == name)
-        .with_context(|| {
-            format!(
+        .ok_or_else(|| {
+            anyhow::Error::new(not_found).context(format!(
                 "no Canary named {name}, or rolling out Deployment {name}, in namespace {namespace}"
-            )
+            ))
         })
 }
 
@@ -1050,7 +1059,10 @@ pub async fn advance_all(
                 transitions.extend(done.transitions.into_iter().map(|t| format!("{who}: {t}")))
             }
             Err(e) if is_conflict(&e) => {}
-            Err(e) => transitions.push(format!("{who}: cannot advance (will retry): {e:#}")),
+            Err(e) => transitions.push(format!(
+                "{who}: cannot advance (will retry): {}",
+                one_line(e.as_ref())
+            )),
         }
     }
     Ok(transitions)

@@ -1,15 +1,19 @@
 //! One way to reach the apiserver, for the plugin, the agent and the webhook alike: kubectl's
 //! order (`--kubeconfig`, then `$KUBECONFIG` or `~/.kube/config`, then the pod's service
-//! account), `--context`, and `--as`/`--as-group` impersonation; and the clients the agent
-//! writes apps' objects with, impersonating the service account each app's project names.
+//! account), `--context`, `--as`/`--as-group` impersonation and `--request-timeout`; and the
+//! clients the agent writes apps' objects with, impersonating the service account each app's
+//! project names.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use kube::client::ClientBuilder;
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 use thiserror::Error;
+
+use crate::request_timeout::RequestTimeout;
 
 /// Where to connect and as whom.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +24,8 @@ pub struct Target {
     pub impersonate: Option<String>,
     /// Groups to impersonate (`--as-group`).
     pub impersonate_groups: Vec<String>,
+    /// How long each request may take (`--request-timeout`; by default as long as it takes).
+    pub request_timeout: RequestTimeout,
 }
 
 #[derive(Debug, Error)]
@@ -109,7 +115,11 @@ pub async fn config(target: &Target) -> Result<Config, ClientError> {
 pub async fn connect(target: &Target) -> Result<(Client, String), ClientError> {
     let config = config(target).await?;
     let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(ClientError::Client)?;
+    let builder = ClientBuilder::try_from(config).map_err(ClientError::Client)?;
+    let client = match target.request_timeout.layer() {
+        Some(layer) => builder.with_layer(&layer).build(),
+        None => builder.build(),
+    };
     Ok((client, namespace))
 }
 

@@ -152,7 +152,7 @@ pub fn plugin() -> PathBuf {
             let plugin = profile_dir.join("kubectl-gitops");
             if !plugin.is_file() {
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let status = std::process::Command::new(cargo)
+                let status = crate::outside_cargo_test(&mut std::process::Command::new(cargo))
                     .args([
                         "build",
                         "--quiet",

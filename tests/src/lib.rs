@@ -55,6 +55,28 @@ pub fn tool(var: &str, name: &str, install_hint: &str) -> PathBuf {
     path
 }
 
+/// Clears what Cargo sets for a running test (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …) from
+/// `cmd`'s environment, for a cargo it runs: build scripts such as ring's rebuild when they see
+/// `CARGO_MANIFEST_DIR` change, and everything above them with them.
+pub fn outside_cargo_test(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    const SET_FOR_TESTS: [&str; 7] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if SET_FOR_TESTS.iter().any(|p| name.starts_with(p)) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// The real kubectl with `plugin`'s directory first on PATH, so `kubectl gitops` runs it.
 pub fn kubectl_with_plugin(plugin: &std::path::Path) -> std::process::Command {
     let plugin_dir = plugin

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::cmd::sync::parse_duration;
 use crate::engine::{self, Action};
+use crate::error_text::one_line;
 use crate::exit::Code;
 use crate::identity::{Clients, Identities};
 use crate::kube_context::KubeArgs;
@@ -236,7 +237,12 @@ async fn reconcile_due(
         .await
     {
         Ok(list) => list,
-        Err(err) => return log(&format!("cannot list apps (will retry): {err}")),
+        Err(err) => {
+            return log(&format!(
+                "cannot list apps (will retry): {}",
+                one_line(&err)
+            ));
+        }
     };
     let now = jiff::Timestamp::now();
     for app in list.items {
@@ -280,8 +286,9 @@ async fn reconcile_due(
             }
             Err(err) => {
                 log(&format!(
-                    "sync of {} ({reason}) failed (will retry): {err:#}",
-                    app.key()
+                    "sync of {} ({reason}) failed (will retry): {}",
+                    app.key(),
+                    one_line(err.as_ref())
                 ));
                 Some(Event {
                     type_: EventType::Warning,
@@ -334,7 +341,10 @@ async fn advance_rollouts(client: &Client, identities: &Identities, namespace: O
                 log(&format!("rollout: {t}"));
             }
         }
-        Err(err) => log(&format!("cannot advance rollouts (will retry): {err:#}")),
+        Err(err) => log(&format!(
+            "cannot advance rollouts (will retry): {}",
+            one_line(err.as_ref())
+        )),
     }
 }
 
@@ -435,7 +445,7 @@ async fn elect(
         let leads = match tokio::time::timeout(duration / 3, round).await {
             Ok(Ok(leads)) => leads,
             Ok(Err(err)) => {
-                log(&format!("leader election: {err}"));
+                log(&format!("leader election: {}", one_line(&err)));
                 false
             }
             Err(_) => {

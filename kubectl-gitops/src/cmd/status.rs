@@ -14,6 +14,7 @@ use shared::app::{App, InventoryEntry};
 use shared::provenance::Provenance;
 
 use crate::engine;
+use crate::error_text::one_line;
 use crate::exit::Code;
 use crate::kube_context::KubeContext;
 use crate::output::{self, Format, short};
@@ -83,7 +84,7 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
         let views = match collect(&args, ctx).await {
             Ok(views) => views,
             Err(err) => {
-                eprintln!("warning: {err:#} (will retry)");
+                eprintln!("warning: {} (will retry)", one_line(err.as_ref()));
                 continue;
             }
         };
@@ -217,7 +218,10 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     let mut warnings = Vec::new();
     match live_head(client, app).await {
         Ok(head) => status.branch_head = Some(head),
-        Err(err) => warnings.push(format!("branch head as of the last sync: {err:#}")),
+        Err(err) => warnings.push(format!(
+            "branch head as of the last sync: {}",
+            one_line(err.as_ref())
+        )),
     }
     let id = app.key();
     let synced = status.last_synced_commit.clone();
