@@ -300,6 +300,32 @@ impl RealCluster {
         );
     }
 
+    /// Kills a pod's first container with SIGKILL on its node, as a crash would, through the
+    /// node's containerd.
+    pub fn kill_container(&self, pod: &serde_json::Value) {
+        let node = pod["spec"]["nodeName"].as_str().expect("a scheduled pod");
+        let id = pod["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .and_then(|id| id.strip_prefix("containerd://"))
+            .expect("a running container");
+        let socket = self
+            .dir
+            .join("nodes")
+            .join(node)
+            .join("run-containerd/containerd.sock");
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id])
+            .output()
+            .expect("ctr runs");
+        assert!(
+            output.status.success(),
+            "ctr tasks kill {id} on {node} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Stops the cluster (SIGTERM, as `localcluster stop` sends), waits until it is gone, and
     /// lets `localcluster stop` check that nothing is left to undo.
     pub fn stop(&mut self) {
