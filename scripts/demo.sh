@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job, end to end on the local control plane: build the tools, start a real Kubernetes
-# 1.37 control plane, make an example Git repository, define an app for it, sync the branch with
-# provenance under the admission webhook, show a refused `kubectl edit` and its audit record,
-# merge a change and sync again (pruning what left Git), show status and history, roll a release
-# out as a canary driven by the agent, and stop everything again.
+# The main job, end to end on the local control plane: build the tools and the images, start a real
+# Kubernetes 1.37 control plane with two real nodes, install kubectl-gitops in it with
+# `kubectl apply -k manifests/` as the README says, make an example Git repository, define an app
+# for it, let the in-cluster agent sync the branch with provenance under the in-cluster admission
+# webhook, show a refused `kubectl edit` and its audit record, merge a change (pruning what left
+# Git), show status and history, roll a release out as a canary driven by the agent, and stop
+# everything again.
 # Set KEEP=1 to leave the cluster running afterwards (stop it with scripts/cluster.sh stop).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,65 +13,74 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "installing kubectl and building the local control plane and kubectl-gitops"
+step "installing kubectl and the nodes' packages, building the local control plane, kubectl-gitops and its images"
 bash scripts/install-kubectl.sh
+bash scripts/install-node-packages.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --bins --locked
+bash scripts/images.sh
 # kubectl finds plugins on PATH; a directory of its own keeps build leftovers out of `plugin list`.
 mkdir -p "$root/.tools/plugins"
 ln -sf "$root/target/debug/kubectl-gitops" "$root/.tools/plugins/kubectl-gitops"
 export PATH="$root/.tools/plugins:$root/.tools/bin:$PATH"
 
 state="$root/.state/demo"
-step "starting the local control plane in $state"
+step "starting the local control plane with two real nodes in $state"
 localcluster stop --dir "$state" 2>/dev/null || true
 rm -rf "$state"
-webhook_pid=
-agent_pid=
+git_http_pid=
 stop_all() {
-  if [[ -n "$agent_pid" ]]; then
-    kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
-  fi
-  if [[ -n "$webhook_pid" ]]; then
-    step "stopping the admission webhook (it removes its registration)"
-    kill "$webhook_pid" 2>/dev/null && wait "$webhook_pid" 2>/dev/null || true
+  if [[ -n "$git_http_pid" ]]; then
+    kill "$git_http_pid" 2>/dev/null && wait "$git_http_pid" 2>/dev/null || true
   fi
   if [[ -z "${KEEP:-}" ]]; then
-    step "stopping the local control plane"
+    step "stopping the local control plane (every pod, the nodes' namespaces, the bridge)"
     localcluster stop --dir "$state"
   fi
 }
 trap stop_all EXIT
-KUBECONFIG=$(localcluster start --dir "$state")
+KUBECONFIG=$(localcluster start --dir "$state" --nodes 0 --real-nodes 2)
 export KUBECONFIG
 
 step "kubectl version"
 kubectl version
-step "kubectl get nodes"
+step "kubectl get nodes: real kubelets, containerd"
 kubectl get nodes -o wide
 step "kubectl finds the plugin on PATH"
 kubectl plugin list --name-only
 
-step "installing the CRDs (App, Project, Canary, AuditRecord)"
-kubectl gitops crd | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established crd/apps.gitops.kubectl-gitops.dev crd/projects.gitops.kubectl-gitops.dev \
-  crd/canaries.gitops.kubectl-gitops.dev crd/auditrecords.gitops.kubectl-gitops.dev --timeout=60s
+step "no registry is reachable here: the images are imported into the nodes"
+localcluster import-image --dir "$state" target/images/kubectl-gitops.oci.tar target/images/kubectl-gitops-admission.oci.tar
 
-step "starting the admission webhook on this host, registered by URL with its own CA"
-"$root/target/debug/admission" local --kubeconfig "$KUBECONFIG" --state-dir "$root/.state/demo-admission" \
-  --listen 127.0.0.1:9443 --unregister-on-exit 2>"$state/admission.log" &
-webhook_pid=$!
-for _ in $(seq 100); do
-  curl -fsS --cacert "$root/.state/demo-admission/tls/ca.crt" https://127.0.0.1:9443/readyz >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS --cacert "$root/.state/demo-admission/tls/ca.crt" https://127.0.0.1:9443/readyz
+step "installing as the README says: kubectl apply -k manifests/, then the webhook's certificate"
+started=$(date +%s%N)
+kubectl apply -k manifests/
+"$root/target/debug/admission" certs --namespace kubectl-gitops
+kubectl -n kubectl-gitops rollout status deployment/kubectl-gitops-agent --timeout=3m
+kubectl -n kubectl-gitops rollout status deployment/kubectl-gitops-admission --timeout=3m
+echo "apply -k to Ready: $(( ($(date +%s%N) - started) / 1000000 )) ms" >&2
+kubectl -n kubectl-gitops get pods -o wide
 
 repo="$root/.state/demo-repo"
 step "creating an example repository at $repo (branch main)"
 rm -rf "$repo"
 mkdir -p "$repo/apps/web"
 git() { command git -C "$repo" -c user.name=Demo -c user.email=demo@example.invalid "$@"; }
+# Waits until the in-cluster agent has synced the branch head.
+agent_synced() {
+  local head
+  head=$(git rev-parse HEAD)
+  for _ in $(seq 600); do
+    [[ $(kubectl -n demo get apps.gitops.kubectl-gitops.dev web -o jsonpath='{.status.lastSyncedCommit}') == "$head" ]] && {
+      kubectl gitops -n demo status web
+      return 0
+    }
+    sleep 0.2
+  done
+  echo "the agent did not sync $head within 2 minutes" >&2
+  kubectl -n kubectl-gitops logs deployment/kubectl-gitops-agent --tail=20 >&2
+  return 1
+}
 git init --quiet --initial-branch=main
 cat > "$repo/apps/web/deployment.yaml" <<'YAML'
 apiVersion: apps/v1
@@ -86,7 +97,12 @@ spec:
     spec:
       containers:
       - name: web
-        image: registry.local/web:1
+        image: localcluster.local/sample-app:1
+        env:
+        - {name: VERSION, value: "release-1"}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
 YAML
 cat > "$repo/apps/web/config.yaml" <<'YAML'
 apiVersion: v1
@@ -104,6 +120,12 @@ data:
   beta: "false"
 YAML
 git add --all && git commit --quiet -m "web: first release"
+step "serving the repository over HTTP where pods reach this host (the cluster's bridge)"
+python3 "$root/scripts/git-http.py" "$root/.state" 10.250.0.1 8418 2>"$state/git-http.log" &
+git_http_pid=$!
+url=http://10.250.0.1:8418/demo-repo
+until git ls-remote "$url" >/dev/null 2>&1; do sleep 0.1; done
+git ls-remote "$url"
 
 step "kubectl gitops verify (what a pipeline runs before merging)"
 kubectl gitops verify "$repo/apps/web"
@@ -119,19 +141,26 @@ kubectl -n demo create role gitops-sync-canaries --verb=get,list,watch,create,up
   --resource=canaries.gitops.kubectl-gitops.dev --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n demo create rolebinding gitops-sync-canaries --role=gitops-sync-canaries \
   --serviceaccount=demo:gitops-sync --dry-run=client -o yaml | kubectl apply -f -
+# ... and the agent may act as the accounts of demo.
+kubectl -n demo create rolebinding kubectl-gitops-agent-impersonate --clusterrole=kubectl-gitops-agent-impersonate \
+  --serviceaccount=kubectl-gitops:kubectl-gitops-agent --dry-run=client -o yaml | kubectl apply -f -
 kubectl label namespace demo gitops.kubectl-gitops.dev/enforcement=enforce --overwrite
 # The apiserver picks the namespace label up within a moment; wait until it asks the webhook.
 until { kubectl -n demo create configmap probe --dry-run=server 2>&1 || true; } | grep -q no-provenance; do
   sleep 0.2
 done
 step "a cluster admin defines the project: this repository's main branch may write into demo"
-kubectl gitops project add demo --repo "file://$repo" --destination demo --sync-service-account gitops-sync --overwrite
+kubectl gitops project add demo --repo "$url" --destination demo --sync-service-account gitops-sync --overwrite
 kubectl gitops project list
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
-kubectl gitops -n demo app add web --repo "file://$repo" --path apps/web --prune --project demo
+kubectl gitops -n demo app add web --repo "$url" --path apps/web --prune --project demo --interval 10
 step "an App that points elsewhere is refused by its project"
 kubectl gitops -n demo app add rogue --repo "file:///tmp/somewhere-else.git" --project demo 2>&1 | tail -1 || true
-kubectl gitops -n demo sync web --wait --timeout 2m
+step "the agent, in its pod, syncs the branch head as the project's account"
+kubectl gitops -n demo sync web --async
+agent_synced
+kubectl -n demo rollout status deployment/web --timeout=2m
+kubectl -n demo get pods -o wide
 
 step "every object carries the commit, app and file it came from"
 kubectl -n demo get deployment web -o jsonpath='{.metadata.annotations}{"\n"}'
@@ -145,7 +174,7 @@ kubectl gitops -n demo audit
 kubectl gitops -n demo audit --object deployment/web --diff | tail -n +3
 
 step "merging a change: new image, one ConfigMap removed from Git"
-sed -i 's/web:1/web:2/' "$repo/apps/web/deployment.yaml"
+sed -i 's/release-1/release-2/' "$repo/apps/web/deployment.yaml"
 head -n 6 "$repo/apps/web/config.yaml" > "$repo/apps/web/config.yaml.new"
 mv "$repo/apps/web/config.yaml.new" "$repo/apps/web/config.yaml"
 git commit --quiet -am "web: release 2, drop the feature flags"
@@ -154,8 +183,9 @@ step "kubectl gitops diff: what the sync will change (exit 1: there are differen
 status=0
 kubectl gitops -n demo diff web || status=$?
 [[ $status -eq 1 ]]
-step "syncing the change"
-kubectl gitops -n demo sync web --wait --timeout 2m
+step "the agent syncs the change (and prunes what left Git)"
+kubectl gitops -n demo sync web --async
+agent_synced
 
 step "status and history"
 kubectl gitops -n demo status web -o wide
@@ -179,16 +209,13 @@ spec:
 YAML
 git add --all && git commit --quiet -m "web: roll releases out as a canary"
 kubectl gitops verify "$repo/apps/web"
-kubectl gitops -n demo sync web --wait --timeout 2m
+kubectl gitops -n demo sync web --async
+agent_synced
 
-step "the agent drives rollouts (and syncs) from here on"
-kubectl gitops -n demo agent --watch-namespace demo --poll 1s --probe-address 127.0.0.1:0 2>"$state/agent.log" &
-agent_pid=$!
-
-step "merging release 3: the sync starts a canary instead of replacing every pod"
-sed -i 's/web:2/web:3/' "$repo/apps/web/deployment.yaml"
+step "merging release 3: the agent starts a canary instead of replacing every pod"
+sed -i 's/release-2/release-3/' "$repo/apps/web/deployment.yaml"
 git commit --quiet -am "web: release 3"
-kubectl gitops -n demo sync web
+kubectl gitops -n demo sync web --async
 kubectl gitops -n demo rollout status web --watch --timeout 2m
 kubectl gitops -n demo rollout get web
 step "scaling the canary by hand is refused: the strategy in Git decides its replicas"
@@ -203,6 +230,8 @@ kubectl gitops -n demo rollout promote web
 kubectl gitops -n demo rollout status web --watch --timeout 2m
 kubectl gitops -n demo rollout list
 kubectl -n demo get deployments
+step "what the agent did, from its pod on a real node (kubectl logs)"
+kubectl -n kubectl-gitops logs deployment/kubectl-gitops-agent --tail=8
 
 if [[ -n "${KEEP:-}" ]]; then
   step "the cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with scripts/cluster.sh stop $state"
