@@ -19,6 +19,9 @@
 #   /etc/passwd, /etc/group  root and nonroot (65532:65532)
 #   /etc/nsswitch.conf       hosts from /etc/hosts, then DNS
 #   /tmp                     1777
+#   /var/lib/dpkg/status.d/  the Debian package (name, version, source) of each library and of the
+#                            CAs, as distroless images have it: scanners read the glibc version
+#                            there, and a changed digest can be traced to a package update
 set -euo pipefail
 
 binary=${1:?usage: images/rootfs.sh BINARY ROOTFS}
@@ -51,12 +54,14 @@ fi
 # Breadth-first over DT_NEEDED; the loader is one of them (libc needs it).
 queue=("$loader" $(needed "$binary"))
 declare -A copied=()
+sources=()
 while ((${#queue[@]})); do
   lib=${queue[0]}
   queue=("${queue[@]:1}")
   [[ -z ${copied[$lib]:-} ]] || continue
   [[ -e $libdir/$lib ]] || { echo "images/rootfs.sh: $lib (needed by $binary) is not in $libdir" >&2; exit 1; }
   install -m 0755 "$(readlink -f "$libdir/$lib")" "$rootfs/$libdir/$lib"
+  sources+=("$libdir/$lib")
   copied[$lib]=1
   queue+=($(needed "$rootfs/$libdir/$lib"))
 done
@@ -68,6 +73,14 @@ LC_ALL=C ls "$cas"/*.crt | LC_ALL=C sort | while read -r crt; do
   sed -e '$a\' "$crt"
 done > "$rootfs/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$rootfs/etc/ssl/certs/ca-certificates.crt"
+
+mkdir -p "$rootfs/var/lib/dpkg/status.d"
+dpkg -S "${sources[@]}" "$(LC_ALL=C ls "$cas"/*.crt | head -n 1)" | sed 's/: .*//' | LC_ALL=C sort -u |
+  while read -r package; do
+    dpkg-query -W -f='Package: ${Package}\nStatus: ${Status}\nSource: ${source:Package}\nVersion: ${Version}\nArchitecture: ${Architecture}\n' \
+      "$package" > "$rootfs/var/lib/dpkg/status.d/${package%%:*}"
+  done
+chmod 0644 "$rootfs"/var/lib/dpkg/status.d/*
 
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
   'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > "$rootfs/etc/passwd"

@@ -20,10 +20,13 @@ case "$mode" in
   *) echo "usage: bash scripts/images.sh [--pin|--check]" >&2; exit 2 ;;
 esac
 
-for tool in cargo python3 readelf; do
+for tool in cargo python3; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
 done
-[[ -d /usr/share/ca-certificates/mozilla ]] || apt-get install -y --no-install-recommends ca-certificates
+# images/rootfs.sh reads ELF headers with binutils and takes the CAs from Debian's package.
+if ! command -v readelf >/dev/null || [[ ! -d /usr/share/ca-certificates/mozilla ]]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils ca-certificates >/dev/null
+fi
 
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("Cargo.toml", "rb"))["workspace"]["package"]["version"])')
 out=target/images
@@ -127,7 +130,9 @@ if mode == "--pin":
     print("pinned:" if stale else "the pins were already these digests:", *pairs, sep="\n  ", file=sys.stderr)
 elif stale:
     print("error: the image pins are not what this commit builds:", *stale, sep="\n  ", file=sys.stderr)
-    print("run `bash scripts/images.sh --pin` and commit manifests/", file=sys.stderr)
+    print("run `bash scripts/images.sh --pin` and commit manifests/ (besides the sources, a digest\n"
+          "follows this machine's libc6, libgcc-s1 and ca-certificates: see the versions in\n"
+          "target/images/rootfs/*/var/lib/dpkg/status.d/)", file=sys.stderr)
     sys.exit(3)
 else:
     print("the image pins in manifests/ are what this commit builds", file=sys.stderr)
