@@ -106,10 +106,13 @@ pub struct Analysis {
 pub struct HttpCheck {
     pub url: String,
     /// Expected status code (default: any 2xx).
+    // Schemas say int32/int64: the apiserver warns about formats it does not know (uint16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>")]
     pub expect_status: Option<u16>,
     /// Seconds before the request counts as failed (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i64>")]
     pub timeout_seconds: Option<u64>,
 }
 
