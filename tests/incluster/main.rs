@@ -37,7 +37,7 @@ fn host_binary(name: &str) -> PathBuf {
     let path = plugin.with_file_name(name);
     if !path.is_file() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let status = e2e::outside_cargo_test(&mut Command::new(cargo))
             .args(["build", "--quiet", "-p", name, "--bin", name])
             .current_dir(root())
             .status()
@@ -50,7 +50,9 @@ fn host_binary(name: &str) -> PathBuf {
 /// `scripts/images.sh`: both images as OCI archives, and how long the build took.
 fn build_images() -> Vec<PathBuf> {
     let started = Instant::now();
-    let output = Command::new("bash")
+    // Without the variables cargo sets for tests, which would make the nested build redo its
+    // dependencies instead of finding scripts/test.sh's (or the last) build.
+    let output = e2e::outside_cargo_test(&mut Command::new("bash"))
         .arg(root().join("scripts/images.sh"))
         .current_dir(root())
         .output()
