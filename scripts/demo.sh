@@ -216,6 +216,7 @@ step "merging release 3: the agent starts a canary instead of replacing every po
 sed -i 's/release-2/release-3/' "$repo/apps/web/deployment.yaml"
 git commit --quiet -am "web: release 3"
 kubectl gitops -n demo sync web --async
+agent_synced
 kubectl gitops -n demo rollout status web --watch --timeout 2m
 kubectl gitops -n demo rollout get web
 step "scaling the canary by hand is refused: the strategy in Git decides its replicas"
@@ -231,7 +232,8 @@ kubectl gitops -n demo rollout status web --watch --timeout 2m
 kubectl gitops -n demo rollout list
 kubectl -n demo get deployments
 step "what the agent did, from its pod on a real node (kubectl logs)"
-kubectl -n kubectl-gitops logs deployment/kubectl-gitops-agent --tail=8
+leader=$(kubectl -n kubectl-gitops get lease kubectl-gitops-agent -o jsonpath='{.spec.holderIdentity}')
+kubectl -n kubectl-gitops logs "pod/$leader" --tail=8
 
 if [[ -n "${KEEP:-}" ]]; then
   step "the cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with scripts/cluster.sh stop $state"
