@@ -226,7 +226,7 @@ func (r *realNodes) prepare() error {
 		return fmt.Errorf("left over from an earlier run in %s: %w", r.dir, err)
 	}
 	if out, err := exec.Command("ip", "-o", "link", "show", clusterBridge).CombinedOutput(); err == nil {
-		return fmt.Errorf("link %s exists (%s): another cluster with real nodes is running; stop it first",
+		return fmt.Errorf("link %s exists (%s): another cluster with real nodes is running (its directory is the link's alias); stop it first",
 			clusterBridge, strings.TrimSpace(string(out)))
 	}
 	r.state = &hostState{dir: r.dir, Sysctls: map[string]string{}}
@@ -261,6 +261,8 @@ func (r *realNodes) prepare() error {
 
 	for _, args := range [][]string{
 		{"link", "add", clusterBridge, "type", "bridge"},
+		// The alias names the owner in `ip link`, for whoever finds the bridge.
+		{"link", "set", clusterBridge, "alias", "localcluster " + r.dir},
 		{"addr", "add", fmt.Sprintf("%s/%d", hostAddress, bridgePrefix), "dev", clusterBridge},
 		{"link", "set", clusterBridge, "up"},
 	} {
