@@ -533,11 +533,18 @@ async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
 /// How long reviews under way may take to finish once `serve` is told to stop.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves;
-/// then stops accepting, tells every connection to close once its requests are answered (HTTP/2
-/// GOAWAY, HTTP/1 close after the response) and waits up to `DRAIN` for them. A replica stopped
-/// by a rolling update thus answers every review it accepted: the apiserver sends new ones to the
-/// other replica.
+/// How long a stopping server keeps serving, answering every HTTP/1 request with
+/// `Connection: close`, before it closes the connections that stayed idle.
+pub const LINGER: Duration = Duration::from_secs(3);
+
+/// Accepts TLS connections on `listener` and serves `router` on each until `shutdown` resolves.
+/// Then, for `LINGER`, it keeps serving but closes each HTTP/1 connection after its response:
+/// the apiserver calls Service-referenced webhooks over HTTP/1.1 and keeps connections alive, and
+/// closing an idle one under a request it is sending loses that review (an `EOF` it does not
+/// retry), while a response with `Connection: close` makes it dial again, to a replica still in
+/// the Service. Last it stops accepting, tells every connection to close once its requests are
+/// answered (HTTP/2 GOAWAY, HTTP/1 close) and waits up to `DRAIN` for them. A replica stopped by
+/// a rolling update or a drain thus loses no review.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -546,7 +553,27 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let closing = Arc::new(AtomicBool::new(false));
+    let router = {
+        let closing = closing.clone();
+        router.layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let closing = closing.load(Ordering::SeqCst);
+                async move {
+                    if closing {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    response
+                }
+            },
+        ))
+    };
     tokio::pin!(shutdown);
+    let linger = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(linger);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -557,7 +584,12 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !closing.load(Ordering::SeqCst) => {
+                closing.store(true, Ordering::SeqCst);
+                linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                continue;
+            }
+            () = &mut linger => break,
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
