@@ -430,28 +430,10 @@ func (r *realNodes) close() error {
 // ensureNodes issues the certificates of the real nodes: kubelet client (system:node:NAME) and
 // serving certificates, kube-proxy's client certificate, and the apiserver's kubelet client.
 func (p *pki) ensureNodes(count int) error {
-	caPEM, err := os.ReadFile(p.caCert)
+	ca, signer, err := p.loadCA()
 	if err != nil {
 		return err
 	}
-	keyPEM, err := os.ReadFile(p.caKey)
-	if err != nil {
-		return err
-	}
-	cb, _ := pem.Decode(caPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return fmt.Errorf("%s or %s is not PEM", p.caCert, p.caKey)
-	}
-	ca, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return err
-	}
-	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return err
-	}
-	signer := key.(crypto.Signer)
 	leaf := func(cn string, orgs []string, usage x509.ExtKeyUsage, dns []string, ips []net.IP, base string) error {
 		if fileExists(base+".key") && fileExists(base+".crt") {
 			return nil
@@ -506,24 +488,7 @@ func (p *pki) ensureKubeletClient() (string, string, error) {
 	if fileExists(base+".key") && fileExists(base+".crt") {
 		return base + ".crt", base + ".key", nil
 	}
-	caPEM, err := os.ReadFile(p.caCert)
-	if err != nil {
-		return "", "", err
-	}
-	keyPEM, err := os.ReadFile(p.caKey)
-	if err != nil {
-		return "", "", err
-	}
-	cb, _ := pem.Decode(caPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return "", "", fmt.Errorf("%s or %s is not PEM", p.caCert, p.caKey)
-	}
-	ca, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return "", "", err
-	}
-	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	ca, signer, err := p.loadCA()
 	if err != nil {
 		return "", "", err
 	}
@@ -534,8 +499,38 @@ func (p *pki) ensureKubeletClient() (string, string, error) {
 		NotAfter:     time.Now().AddDate(10, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, key.(crypto.Signer), base+".crt", base+".key")
+	}, ca, signer, base+".crt", base+".key")
 	return base + ".crt", base + ".key", err
+}
+
+// loadCA reads the cluster CA's certificate and key.
+func (p *pki) loadCA() (*x509.Certificate, crypto.Signer, error) {
+	caPEM, err := os.ReadFile(p.caCert)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(p.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cb, _ := pem.Decode(caPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, nil, fmt.Errorf("%s or %s is not PEM", p.caCert, p.caKey)
+	}
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s holds no signing key", p.caKey)
+	}
+	return ca, signer, nil
 }
 
 // runNode is the init process of one real node's namespaces (`localcluster node`): it mounts the

@@ -84,19 +84,29 @@ pub fn cluster() -> &'static Cluster {
 }
 
 fn start_owned() -> Cluster {
-    let bin = localcluster();
     let dir = crate::workspace_root()
         .join("target/e2e-cluster")
         .join(std::process::id().to_string());
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let child = up(&dir, &[]);
+    Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+        _owned: Some(Mutex::new(child)),
+    }
+}
+
+/// Runs `localcluster up` in `dir` with `extra` arguments, stopping by itself when this process
+/// exits, and returns once it is ready (its log is `dir/up.log`).
+fn up(dir: &Path, extra: &[&str]) -> Child {
+    let bin = localcluster();
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let log_path = dir.join("up.log");
     let log = std::fs::File::create(&log_path)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
     let mut child = Command::new(&bin)
         .arg("up")
+        .args(extra)
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .arg("--watch-pid")
         .arg(std::process::id().to_string())
         .stdin(Stdio::null())
@@ -112,23 +122,22 @@ fn start_owned() -> Cluster {
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
-                "the local control plane exited ({status}) before it was ready:\n{}",
+                "the local control plane in {} exited ({status}) before it was ready:\n{}",
+                dir.display(),
                 log()
             );
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!(
-                "the local control plane was not ready within {START_TIMEOUT:?}:\n{}",
+                "the local control plane in {} was not ready within {START_TIMEOUT:?}:\n{}",
+                dir.display(),
                 log()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Cluster {
-        kubeconfig: dir.join("kubeconfig"),
-        _owned: Some(Mutex::new(child)),
-    }
+    child
 }
 
 /// The namespace and name of the service account the suites' agents write apps' objects as
@@ -221,54 +230,14 @@ pub struct RealCluster {
 
 impl RealCluster {
     pub fn start(real_nodes: usize) -> Self {
-        let bin = localcluster();
         let dir = crate::workspace_root()
             .join("target/real-cluster")
             .join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let log_path = dir.join("up.log");
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-        let mut child = Command::new(&bin)
-            .args([
-                "up",
-                "--nodes",
-                "0",
-                "--real-nodes",
-                &real_nodes.to_string(),
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .expect("a log file handle can be duplicated"),
-            )
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !dir.join("ready").is_file() {
-            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the cluster with real nodes exited ({status}) before it was ready:\n{}",
-                    log()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the cluster with real nodes was not ready within {START_TIMEOUT:?}:\n{}",
-                    log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let child = up(
+            &dir,
+            &["--nodes", "0", "--real-nodes", &real_nodes.to_string()],
+        );
         RealCluster {
             kubeconfig: dir.join("kubeconfig"),
             dir,
