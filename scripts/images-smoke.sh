@@ -18,6 +18,20 @@ for image in kubectl-gitops kubectl-gitops-admission; do
   [[ -f target/images/$image.oci.tar ]] || { echo "error: no target/images/$image.oci.tar (bash scripts/images.sh)" >&2; exit 1; }
 done
 
+# containerd 1.6 keeps shim sockets, FIFOs and runc's state under /run/containerd whatever its
+# config says, and ctr's containers get cgroups named k8s.io: run in a mount namespace of its own
+# with a tmpfs on /run/containerd, and remove the cgroups this run made.
+if [[ -z ${IMAGES_SMOKE_PRIVATE:-} ]]; then
+  made_run=
+  [[ -d /run/containerd ]] || { mkdir -p /run/containerd; made_run=1; }
+  status=0
+  IMAGES_SMOKE_PRIVATE=1 unshare --mount --propagation private bash "$0" "$@" || status=$?
+  [[ -z $made_run ]] || rmdir /run/containerd
+  exit "$status"
+fi
+mount -t tmpfs -o mode=0711 tmpfs /run/containerd
+cgroups_before=$(ls -d /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
+
 dir=$(mktemp -d /tmp/kubectl-gitops-containerd.XXXXXX)
 pid=
 cleanup() {
@@ -33,6 +47,10 @@ cleanup() {
   done
   [[ $status -eq 0 ]] || { echo "containerd log:" >&2; tail -n 30 "$dir/containerd.log" >&2; }
   rm -rf "$dir"
+  for cgroup in /sys/fs/cgroup/*/k8s.io; do
+    [[ -d $cgroup ]] && ! grep -qxF "$cgroup" <<<"$cgroups_before" || continue
+    find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
   exit "$status"
 }
 trap cleanup EXIT
