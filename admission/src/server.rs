@@ -34,9 +34,12 @@ type Reviewed = (Arc<AdmissionRequest>, Option<(Value, Vec<String>)>);
 /// Largest review accepted; the apiserver's own request limit is 3 MiB, a review carries the
 /// object twice.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
-/// Longest a review may take, inside the configuration's timeoutSeconds (5): an answer, even a
-/// refusal, is better than the apiserver's timeout.
-const REVIEW_DEADLINE: Duration = Duration::from_secs(4);
+/// Longest a decision may take. With [`RECORD_DEADLINE`] it stays inside the configuration's
+/// timeoutSeconds (5): an answer, even a refusal, is better than the apiserver's timeout.
+const DECIDE_DEADLINE: Duration = Duration::from_secs(3);
+/// Longest the answer waits for its audit record to be written. A write still under way then
+/// goes on in the background: a refusal is answered anyway, a break-glass write is refused.
+const RECORD_DEADLINE: Duration = Duration::from_millis(1500);
 /// How much of an oversized body is read (and dropped) so the client gets the 413 answer
 /// instead of a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -112,18 +115,19 @@ async fn validate(
         );
     };
     let request = Arc::new(request);
-    let verdict =
-        match tokio::time::timeout(REVIEW_DEADLINE, webhook.review(request.clone(), scope)).await {
-            Ok(verdict) => verdict,
-            Err(_) => undecided(
+    let (request, verdict) =
+        match tokio::time::timeout(DECIDE_DEADLINE, webhook.review(request.clone(), scope)).await {
+            Ok(decided) => decided,
+            Err(_) => (request.clone(), undecided(
                 format!(
                     "{} could not be decided within {}s (Git or the apiserver is slow); try again",
                     request.object_name(),
-                    REVIEW_DEADLINE.as_secs()
+                    DECIDE_DEADLINE.as_secs()
                 ),
                 scope,
-            ),
+            )),
         };
+    let verdict = webhook.record(&request, verdict).await;
     let verdict_label = match (verdict.allowed, verdict.outcome) {
         (false, _) => "denied",
         (true, Some(Outcome::BreakGlass)) => "break-glass",
@@ -179,12 +183,16 @@ async fn read_body(mut body: Body) -> Result<Bytes, usize> {
 }
 
 /// The answer when the webhook cannot decide: a refusal where the namespace is enforced (fail
-/// closed), a warning where it is in warn mode (fail open, as its configuration does).
+/// closed), a warning where it is in warn mode (fail open, as its configuration does). Either is
+/// recorded, as every refusal and warning is.
 fn undecided(message: String, scope: Scope) -> Verdict {
-    let mut verdict = Verdict::malformed(message);
-    verdict.reason = admission::Reason::GitUnavailable;
+    let reason = admission::Reason::GitUnavailable;
+    let mut verdict = Verdict::malformed(format!("{message} [{}]", reason.as_str()));
+    verdict.reason = reason;
+    verdict.outcome = Some(Outcome::Denied);
     if scope == Scope::Warn {
         verdict.allowed = true;
+        verdict.outcome = Some(Outcome::Warned);
         verdict.warnings.push(verdict.message.clone());
     }
     verdict
@@ -201,15 +209,19 @@ fn bad_request(webhook: &Webhook, message: String) -> Response {
 }
 
 impl Webhook {
-    /// Decides a review, fetching the app's repository once when that may change the answer,
-    /// and records it before answering when Git does not explain it.
-    pub async fn review(&self, request: Arc<AdmissionRequest>, scope: Scope) -> Verdict {
+    /// Decides a review, fetching the app's repository once when that may change the answer.
+    /// The request comes back as decided: a scale or an eviction with the kind of its object.
+    pub async fn review(
+        &self,
+        request: Arc<AdmissionRequest>,
+        scope: Scope,
+    ) -> (Arc<AdmissionRequest>, Verdict) {
         let arrived = Instant::now();
         let (request, parent) = match self.parent(&request).await {
             Ok(Some(found)) => found,
             // Nothing to scale or evict: the apiserver answers that it is not found.
-            Ok(None) => return Verdict::allow(admission::Reason::Subresource),
-            Err(message) => return undecided(message, scope),
+            Ok(None) => return (request, Verdict::allow(admission::Reason::Subresource)),
+            Err(message) => return (request, undecided(message, scope)),
         };
         let parent = parent.map(Arc::new);
         let mut verdict = self.decide(&request, scope, parent.clone()).await;
@@ -232,6 +244,18 @@ impl Webhook {
                 Err(why) => verdict.message = format!("{}; {why}", verdict.message),
             }
         }
+        // A refusal for an object the decision could not read is kept like any other.
+        if !verdict.allowed && verdict.outcome.is_none() {
+            verdict.outcome = Some(Outcome::Denied);
+        }
+        (request, verdict)
+    }
+
+    /// Records `verdict` before it is answered when Git does not explain the write (every
+    /// refusal, warning and break-glass write). The record is written by a task of its own, so
+    /// a write still under way at [`RECORD_DEADLINE`] is finished after the answer instead of
+    /// being dropped; only a break-glass write needs it confirmed, and is refused without.
+    pub async fn record(&self, request: &Arc<AdmissionRequest>, mut verdict: Verdict) -> Verdict {
         let Some(outcome) = verdict.outcome else {
             return verdict;
         };
@@ -241,13 +265,33 @@ impl Webhook {
         let Some(auditor) = &self.auditor else {
             return verdict;
         };
-        if let Err(e) = auditor.record(&request, &verdict, outcome).await {
+        let mut writing = {
+            let (auditor, request, verdict) = (auditor.clone(), request.clone(), verdict.clone());
+            tokio::spawn(async move { auditor.record(&request, &verdict, outcome).await })
+        };
+        let written = match tokio::time::timeout(RECORD_DEADLINE, &mut writing).await {
+            Ok(Ok(written)) => written.map_err(|e| e.to_string()),
+            Ok(Err(panicked)) => Err(panicked.to_string()),
+            // A break-glass write refused for want of its record must not be recorded as let in.
+            Err(_) if outcome == Outcome::BreakGlass => {
+                writing.abort();
+                Err(format!(
+                    "not written within {}ms",
+                    RECORD_DEADLINE.as_millis()
+                ))
+            }
+            Err(_) => Err(format!(
+                "not written within {}ms, still being written",
+                RECORD_DEADLINE.as_millis()
+            )),
+        };
+        if let Err(e) = written {
             self.metrics.audit_failed();
             log::event(
                 "audit-failed",
                 &[
                     ("uid", request.uid.as_str().into()),
-                    ("error", e.to_string().into()),
+                    ("error", e.as_str().into()),
                 ],
             );
             if outcome == Outcome::BreakGlass {
@@ -265,7 +309,7 @@ impl Webhook {
             }
             return verdict;
         }
-        auditor.event(&request, &verdict, outcome);
+        auditor.event(request, &verdict, outcome);
         verdict
     }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Webhook, assert_refused, edit, fetched_fine, records};
+use common::{Webhook, assert_refused, edit, fetched_fine, record_for, records};
 use e2e::git::Repo;
 use e2e::gitops::{Agent, Gitops, app_status, config_map};
 use e2e::{TestNamespace, cluster, wait};
@@ -226,6 +226,74 @@ fn a_hanging_git_remote_costs_a_timeout_and_leaves_the_last_good_state_in_force(
         .map(|r| r["spec"]["reason"].clone())
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
+}
+
+#[test]
+fn a_write_that_cannot_be_decided_in_time_is_refused_and_kept_for_audit() {
+    // A review may wait longer for a fetch than it may take to decide: the decision's own
+    // deadline answers first.
+    let webhook = Webhook::start_with(
+        "undecided",
+        &["--git-timeout", "30", "--fetch-deadline-ms", "20000"],
+    );
+    let kubectl = cluster().kubectl();
+    let ns = TestNamespace::new("undecided");
+    webhook.guard(&ns.name, "enforce");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("settings.yaml", &config_map("settings", "1"));
+    repo.commit("settings 1");
+    let remote = repo.serve_http();
+    gitops.ok(&["app", "add", "web", "--repo", remote.url()]);
+    gitops.ok(&["sync", "web"]);
+    webhook.wait_for_repository(
+        "the webhook has fetched the app's repository",
+        remote.url(),
+        Duration::from_secs(30),
+        fetched_fine,
+    );
+
+    // A write stamped with a commit the mirror lacks, while the remote hangs.
+    remote.set_stalled(true);
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let started = std::time::Instant::now();
+    let stamped = kubectl.run(&[
+        "annotate",
+        "configmap",
+        "settings",
+        &format!("gitops.kubectl-gitops.dev/commit={unknown}"),
+        "--overwrite",
+        "-n",
+        &ns.name,
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered inside the apiserver's timeout"
+    );
+    assert_refused(
+        &stamped,
+        "git-unavailable",
+        &["could not be decided within 3s"],
+    );
+    remote.set_stalled(false);
+
+    // The refusal has its record like any other, naming the write and why.
+    let record = record_for(&ns.name, "git-unavailable");
+    assert_eq!(record["spec"]["outcome"], "Denied", "{record:#}");
+    assert_eq!(record["spec"]["object"]["name"], "settings", "{record:#}");
+    assert!(
+        record["spec"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be decided")),
+        "{record:#}"
+    );
+    assert_eq!(
+        kubectl.json(&["get", "configmap", "settings", "-n", &ns.name])["metadata"]["annotations"]
+            ["gitops.kubectl-gitops.dev/commit"]
+            .as_str()
+            .map(|c| c != unknown),
+        Some(true)
+    );
 }
 
 #[test]
