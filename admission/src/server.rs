@@ -115,18 +115,25 @@ async fn validate(
         );
     };
     let request = Arc::new(request);
-    let (request, verdict) =
-        match tokio::time::timeout(DECIDE_DEADLINE, webhook.review(request.clone(), scope)).await {
-            Ok(decided) => decided,
-            Err(_) => (request.clone(), undecided(
+    let (request, verdict) = match tokio::time::timeout(
+        DECIDE_DEADLINE,
+        webhook.review(request.clone(), scope),
+    )
+    .await
+    {
+        Ok(decided) => decided,
+        Err(_) => (
+            request.clone(),
+            undecided(
                 format!(
                     "{} could not be decided within {}s (Git or the apiserver is slow); try again",
                     request.object_name(),
                     DECIDE_DEADLINE.as_secs()
                 ),
                 scope,
-            )),
-        };
+            ),
+        ),
+    };
     let verdict = webhook.record(&request, verdict).await;
     let verdict_label = match (verdict.allowed, verdict.outcome) {
         (false, _) => "denied",
