@@ -309,12 +309,17 @@ pub async fn apply(
     for phase in [early, rest] {
         // One list per kind and namespace instead of one read per object.
         let index = live_index(client, &phase).await?;
-        let mut stream = futures::stream::iter(phase.into_iter().map(|r| {
-            let before = index.get(&key_of(r)).cloned();
-            let replicas = replicas_for(r, overrides);
-            apply_one(client, r, before, app, &desired.commit, replicas, dry_run)
-        }))
-        .buffer_unordered(CONCURRENCY);
+        // The futures are made first: a stream that maps with a closure over borrowed objects
+        // would make the sync's future unprovably Send (the agent runs it on its controller).
+        let applies: Vec<_> = phase
+            .into_iter()
+            .map(|r| {
+                let before = index.get(&key_of(r)).cloned();
+                let replicas = replicas_for(r, overrides);
+                apply_one(client, r, before, app, &desired.commit, replicas, dry_run)
+            })
+            .collect();
+        let mut stream = futures::stream::iter(applies).buffer_unordered(CONCURRENCY);
         let mut crds = Vec::new();
         while let Some(result) = stream.next().await {
             let result = result?;
@@ -487,7 +492,8 @@ async fn live_index(client: &Client, objects: &[&Resolved]) -> anyhow::Result<Ob
             ))
             .or_insert(r);
     }
-    let lists: Vec<(&Resolved, Vec<DynamicObject>)> = futures::stream::iter(scopes.into_values())
+    let reads: Vec<_> = scopes
+        .into_values()
         .map(|r| async move {
             match r.api(client).list(&ListParams::default()).await {
                 Ok(list) => Ok((r, list.items)),
@@ -497,6 +503,8 @@ async fn live_index(client: &Client, objects: &[&Resolved]) -> anyhow::Result<Ob
                 }
             }
         })
+        .collect();
+    let lists: Vec<(&Resolved, Vec<DynamicObject>)> = futures::stream::iter(reads)
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;

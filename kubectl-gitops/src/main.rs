@@ -11,6 +11,7 @@ mod exit;
 mod health;
 mod identity;
 mod kube_context;
+mod logging;
 mod mirror;
 mod output;
 mod reconcile;
@@ -30,6 +31,10 @@ fn main() -> ExitCode {
         return run_completion(&words);
     }
     let cli = cli::Cli::parse();
+    match &cli.command {
+        cli::Command::Agent(args) => logging::init_agent(args.log_format),
+        _ => logging::init_cli(),
+    }
     mirror::set_timeout(cli.git_timeout);
     // Git over HTTPS (reqwest) finds the process-wide provider; kube uses ring explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -73,7 +73,7 @@ pub async fn sync_app(
         }
         return Err(err);
     }
-    eprintln!(
+    tracing::info!(
         "syncing app {} from {} {} at {}{}{}",
         app.key(),
         app.spec.repo_url,
@@ -87,7 +87,7 @@ pub async fn sync_app(
     );
     let mut app = std::borrow::Cow::Borrowed(app);
     if request.revision.is_some() && desired.commit == desired.head {
-        eprintln!(
+        tracing::info!(
             "the revision declares what the head of branch {} declares: the head is synced, no \
              rollback is recorded",
             app.spec.branch
@@ -117,7 +117,7 @@ pub async fn sync_app(
     let outcome = async {
         let plan = rollout::prepare(&clients, app, &desired, request.dry_run).await?;
         for note in &plan.notes {
-            eprintln!("{note}");
+            tracing::info!("{note}");
         }
         let mut results = engine::apply(
             &clients.objects,
@@ -134,7 +134,7 @@ pub async fn sync_app(
         if !request.dry_run {
             rollout::retire(&clients.objects, &plan).await?;
             for transition in rollout::advance_synced(&clients, &desired).await? {
-                eprintln!("rollout: {transition}");
+                tracing::info!("rollout: {transition}");
             }
         }
         Ok::<_, anyhow::Error>(results)

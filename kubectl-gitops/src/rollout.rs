@@ -26,7 +26,6 @@ use shared::manifest::{self, Manifest};
 use shared::provenance::Provenance;
 
 use crate::engine::{self, Desired, FIELD_MANAGER, Resolved};
-use crate::error_text::one_line;
 use crate::identity::Clients;
 use crate::reconcile::now;
 
@@ -985,7 +984,7 @@ pub async fn act(
     bail!("the rollout kept changing under the update; try again")
 }
 
-fn is_conflict(err: &anyhow::Error) -> bool {
+pub fn is_conflict(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<kube::Error>()
             .is_some_and(|e| matches!(e, kube::Error::Api(s) if s.code == 409))
@@ -1017,55 +1016,6 @@ pub async fn find(client: &Client, namespace: &str, name: &str) -> anyhow::Resul
                 "no Canary named {name}, or rolling out Deployment {name}, in namespace {namespace}"
             ))
         })
-}
-
-/// Advances every rollout under way in `namespace` (every namespace when `None`), each with the
-/// clients `clients_for` gives for its Canary (the agent: its app's project's account).
-pub async fn advance_all(
-    client: &Client,
-    namespace: Option<&str>,
-    clients_for: impl AsyncFn(&Canary) -> anyhow::Result<Clients>,
-) -> anyhow::Result<Vec<String>> {
-    let api: Api<Canary> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let list = match api.list(&ListParams::default()).await {
-        Ok(list) => list,
-        // The CRD is not installed: nothing to drive.
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
-        Err(e) => return Err(e).context("cannot list Canaries"),
-    };
-    let mut transitions = Vec::new();
-    for strategy in list.items.iter().filter(|c| {
-        c.status
-            .as_ref()
-            .is_some_and(|s| s.in_rollout() && s.phase != Some(Phase::Aborted) && !s.paused)
-    }) {
-        let who = format!(
-            "Canary {}/{}",
-            strategy.namespace().unwrap_or_default(),
-            strategy.name_any()
-        );
-        let clients = match clients_for(strategy).await {
-            Ok(clients) => clients,
-            Err(e) => {
-                transitions.push(format!("{who}: cannot advance (will retry): {e:#}"));
-                continue;
-            }
-        };
-        match advance(&clients, strategy).await {
-            Ok(done) => {
-                transitions.extend(done.transitions.into_iter().map(|t| format!("{who}: {t}")))
-            }
-            Err(e) if is_conflict(&e) => {}
-            Err(e) => transitions.push(format!(
-                "{who}: cannot advance (will retry): {}",
-                one_line(e.as_ref())
-            )),
-        }
-    }
-    Ok(transitions)
 }
 
 /// The strategies in `desired`, for the sync to advance right after applying.

@@ -1,10 +1,11 @@
 //! `kubectl gitops agent` running on the host against the local control plane: it follows new
 //! commits, heals drift, answers `sync --async`, survives an unreachable remote, and replicas
-//! hand over leadership through a Lease.
+//! hand over leadership through a Lease; it reacts to changes through watches within a second,
+//! exports metrics a real Prometheus scrapes, and logs JSON.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Gitops, annotations, app_status, config_map};
 use e2e::git::Repo;
@@ -639,4 +640,276 @@ fn the_agent_writes_only_what_its_projects_account_may() {
         "kubectl-gitops",
         "--ignore-not-found",
     ]);
+}
+
+/// How long the agent may take to react to a change through its watches, the sync included.
+/// The apps below are due only every hour and the agent looks at idle apps every 30 s: within
+/// this bound, only a watch can have woken it. Generous for a loaded two-core machine; the
+/// times measured are printed.
+const REACTION: Duration = Duration::from_secs(3);
+
+fn value_of(ns: &str, name: &str) -> Option<String> {
+    let cm = cluster()
+        .kubectl()
+        .run(&["get", "configmap", name, "-n", ns, "-o", "json"]);
+    if !cm.success {
+        return None;
+    }
+    let cm: serde_json::Value = serde_json::from_str(&cm.stdout).ok()?;
+    cm["data"]["value"].as_str().map(str::to_owned)
+}
+
+/// Waits up to a minute for `check`, and returns how long it took.
+fn timed(what: &str, check: impl Fn() -> Result<(), String>) -> Duration {
+    let started = Instant::now();
+    wait::until(what, SOON, check);
+    let took = started.elapsed();
+    eprintln!("{what}: {} ms", took.as_millis());
+    took
+}
+
+#[test]
+fn the_agent_reacts_to_a_new_app_a_deletion_drift_and_a_request_at_once() {
+    let ns = TestNamespace::new("react");
+    let kubectl = cluster().kubectl();
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("watched", "1"));
+    repo.commit("first");
+    let agent = Agent::start(&gitops, "agent-react");
+    wait::until("the agent to lead", SOON, || {
+        let log = agent.log();
+        log.contains("leading").then_some(()).ok_or(log)
+    });
+
+    // A new App is synced at once, not at the next look.
+    let created = Instant::now();
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--interval",
+        "3600",
+    ]);
+    wait::until("the new app's first sync", SOON, || {
+        value_of(&ns.name, "watched")
+            .map(|_| ())
+            .ok_or_else(|| agent.log())
+    });
+    let new_app = created.elapsed();
+    eprintln!("a new app synced after {} ms", new_app.as_millis());
+
+    // An object deleted by a path no controller watches (kubectl delete) comes back.
+    kubectl.ok(&["delete", "configmap", "watched", "-n", &ns.name]);
+    let deleted = timed("the deleted object to come back", || {
+        value_of(&ns.name, "watched")
+            .map(|_| ())
+            .ok_or_else(|| agent.log())
+    });
+
+    // Drift is put back.
+    kubectl.ok(&[
+        "patch",
+        "configmap",
+        "watched",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"value":"by hand"}}"#,
+    ]);
+    let drifted = timed("the drift to be healed", || {
+        match value_of(&ns.name, "watched").as_deref() {
+            Some("1") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // `sync --async` of a new commit.
+    repo.write("cm.yaml", &config_map("watched", "2"));
+    repo.commit("second");
+    let asked = Instant::now();
+    gitops.ok(&["sync", "web", "--async"]);
+    wait::until("the requested sync", SOON, || {
+        match value_of(&ns.name, "watched").as_deref() {
+            Some("2") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let requested = asked.elapsed();
+    eprintln!("sync --async answered after {} ms", requested.as_millis());
+
+    for (what, took) in [
+        ("a new app", new_app),
+        ("a deleted object", deleted),
+        ("drift", drifted),
+        ("sync --async", requested),
+    ] {
+        assert!(
+            took < REACTION,
+            "{what} took {} ms; agent log:\n{}",
+            took.as_millis(),
+            agent.log()
+        );
+    }
+    // Only the changes caused syncs: one each, not one per look.
+    let history = app_status(&ns.name, "web")["history"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
+    assert!(history <= 6, "{history} syncs: {}", agent.log());
+}
+
+#[test]
+fn the_agent_exports_metrics_prometheus_scrapes_and_logs_json() {
+    let ns = TestNamespace::new("metrics");
+    let gitops = Gitops::new(&ns.name);
+    let repo = Repo::new();
+    repo.write("cm.yaml", &config_map("measured", "1"));
+    let first = repo.commit("first");
+    gitops.ok(&[
+        "app",
+        "add",
+        "web",
+        "--repo",
+        &repo.url(),
+        "--interval",
+        "1",
+    ]);
+    let missing = format!("file://{}/nowhere", repo.path().display());
+    gitops.ok(&[
+        "app",
+        "add",
+        "broken",
+        "--repo",
+        &missing,
+        "--interval",
+        "1",
+    ]);
+    let agent = Agent::start(&gitops, "agent-metrics");
+    wait_for_commit("the agent's first sync", &ns.name, "measured", &first);
+
+    let address: std::net::SocketAddr = agent.probes().parse().expect("host:port");
+    let prometheus = e2e::prometheus::Prometheus::scraping(address);
+    let web = format!("{}/web", ns.name);
+    let broken = format!("{}/broken", ns.name);
+    prometheus.wait_for(
+        &format!(r#"kubectl_gitops_agent_syncs_total{{app="{web}",result="succeeded"}} >= bool 1"#),
+        1.0,
+        SOON,
+    );
+    prometheus.wait_for(
+        &format!(r#"kubectl_gitops_agent_sync_errors_total{{app="{broken}"}} >= bool 1"#),
+        1.0,
+        SOON,
+    );
+    prometheus.wait_for(
+        &format!(
+            r#"time() - kubectl_gitops_agent_last_successful_sync_timestamp_seconds{{app="{web}"}} < bool 60"#
+        ),
+        1.0,
+        SOON,
+    );
+    prometheus.wait_for("kubectl_gitops_agent_leader", 1.0, SOON);
+    prometheus.wait_for(
+        "sum(kubectl_gitops_agent_sync_duration_seconds_count) >= bool 2",
+        1.0,
+        SOON,
+    );
+    prometheus.wait_for("kubectl_gitops_agent_object_watches >= bool 1", 1.0, SOON);
+
+    // Every line is one JSON object with time, level, target and message; a sync's lines carry
+    // its span (the app and why it synced).
+    let log = agent.terminate();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{log}");
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(line[key].is_string(), "no {key}: {line}");
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("syncing app"))
+            && l["span"]["name"] == "sync"
+            && l["span"]["app"] == web.as_str()),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["app"] == broken.as_str()
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("will retry"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_killed_leader_is_replaced_within_one_lease_duration() {
+    let ns = TestNamespace::new("takeover");
+    let gitops = Gitops::new(&ns.name);
+    let repos: Vec<Repo> = (0..5)
+        .map(|i| {
+            let repo = Repo::new();
+            repo.write("cm.yaml", &config_map(&format!("app-{i}"), "1"));
+            repo.commit("first");
+            gitops.ok(&[
+                "app",
+                "add",
+                &format!("app-{i}"),
+                "--repo",
+                &repo.url(),
+                "--interval",
+                "1",
+            ]);
+            repo
+        })
+        .collect();
+    let mut a = Agent::start(&gitops, "agent-a");
+    wait::until("agent-a to lead and sync every app", SOON, || {
+        let missing: Vec<usize> = (0..5)
+            .filter(|i| value_of(&ns.name, &format!("app-{i}")).is_none())
+            .collect();
+        missing
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("{missing:?}"))
+    });
+    let b = Agent::start(&gitops, "agent-b");
+    wait::until("agent-b to stand by", SOON, || {
+        let log = b.log();
+        log.contains("standing by").then_some(()).ok_or(log)
+    });
+
+    // The leader dies without handing the Lease back; every app changes at once.
+    a.kill();
+    let killed = Instant::now();
+    for (i, repo) in repos.iter().enumerate() {
+        repo.write("cm.yaml", &config_map(&format!("app-{i}"), "2"));
+        repo.commit("second");
+    }
+    let took = timed("agent-b to take over and sync every app", || {
+        let behind: Vec<usize> = (0..5)
+            .filter(|i| value_of(&ns.name, &format!("app-{i}")).as_deref() != Some("2"))
+            .collect();
+        behind.is_empty().then_some(()).ok_or(format!("{behind:?}"))
+    });
+    assert!(killed.elapsed() >= took);
+    // The Lease lasts 3 s: agent-b may take it then, and syncs within the next second or two.
+    assert!(
+        took < Duration::from_secs(3) + REACTION,
+        "{} ms; agent-b's log:\n{}",
+        took.as_millis(),
+        b.log()
+    );
+    assert!(b.log().contains("leading"), "{}", b.log());
 }

@@ -209,8 +209,6 @@ impl Agent {
             identity,
             "--lease-duration",
             "3s",
-            "--poll",
-            "1s",
             "--probe-address",
             "127.0.0.1:0",
         ];
@@ -241,9 +239,11 @@ impl Agent {
             std::time::Duration::from_secs(30),
             || {
                 let log = self.log();
+                // The agent logs JSON: the address ends at a space or the string's quote.
                 log.split("probes on http://")
                     .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|rest| rest.split([' ', '"']).next())
+                    .filter(|address| !address.is_empty())
                     .map(str::to_owned)
                     .ok_or(log)
             },
@@ -252,6 +252,12 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the agent as a node failure would (SIGKILL): it hands nothing back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the agent as Kubernetes would (SIGTERM) and waits for it.

@@ -1,37 +1,53 @@
-//! `kubectl gitops agent`: reconciles every app on its interval and on request. Replicas elect a
-//! leader with a Lease, so only one syncs at a time; errors (apiserver or Git remote away) are
-//! logged and retried, never fatal. It writes each app's objects as the service account the
-//! app's project names (impersonated), never as itself, and serves `/healthz` and `/readyz`.
+//! `kubectl gitops agent`: reconciles every app on kube-rs' `Controller`. A watch of Apps, the
+//! objects they manage and Canaries reacts to a change within a second (a new app, `sync
+//! --async`, a drifted or deleted object, a rollout step due); each app is synced again on its
+//! interval; at most `--concurrency` syncs run at once, so one slow or hanging remote never
+//! delays the other apps; a failed sync is retried with a backoff. Replicas elect a leader with
+//! a Lease (kube-lease-manager, with a renew deadline); only the leader syncs. Errors
+//! (apiserver or Git remote away) are logged and retried, never fatal. It writes each app's
+//! objects as the service account the app's project names (impersonated), never as itself, logs
+//! JSON through `tracing`, and serves `/healthz`, `/readyz` and `/metrics`.
 
+mod leader;
+mod metrics;
 mod probes;
+mod watches;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use futures::StreamExt as _;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ListParams, PostParams};
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use shared::app::App;
-use shared::canary::Canary;
+use shared::canary::{Canary, Phase};
 use shared::client::Impersonator;
 use shared::project::Project;
 use shared::provenance::Provenance;
-use tokio::sync::watch;
+use tokio::sync::Semaphore;
 
 use crate::cmd::sync::parse_duration;
-use crate::engine::{self, Action};
+use crate::engine::{self, Action as Applied};
 use crate::error_text::one_line;
 use crate::exit::Code;
 use crate::identity::{Clients, Identities};
 use crate::kube_context::KubeArgs;
+use crate::logging::Format;
 use crate::reconcile::{self, SYNC_REQUEST_ANNOTATION, SyncRequest};
+use leader::Leader;
+use metrics::Metrics;
 use probes::Probes;
+use watches::Marked;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -39,25 +55,36 @@ use probes::Probes;
     kubectl gitops agent --watch-namespace shop --identity agent-0 --probe-address 127.0.0.1:8081")]
 pub struct AgentArgs {
     /// Reconcile the apps of this namespace only (default: every namespace).
-    #[arg(long, value_name = "NAMESPACE")]
+    #[arg(long, env = "KUBECTL_GITOPS_WATCH_NAMESPACE", value_name = "NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else -n or the context's).
-    #[arg(long, value_name = "NAMESPACE")]
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = "kubectl-gitops-agent")]
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_LEASE_NAME",
+        default_value = "kubectl-gitops-agent"
+    )]
     pub lease_name: String,
     /// This replica's identity (default: $POD_NAME, else host name and process id).
-    #[arg(long)]
+    #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// How long a leader's Lease holds without renewal.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// How long a leader's Lease holds without renewal (whole seconds, at least 2s). The leader
+    /// renews it a third of this before it ends, and stops syncing once a renewal is late by
+    /// half of that third, before another replica may take over.
+    #[arg(long, env = "KUBECTL_GITOPS_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
-    /// How often apps are checked for a due sync or a request.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Kept for compatibility: the agent reacts to watches now. How often, at most, an app that
+    /// is not due is looked at again when nothing changed.
+    #[arg(long, env = "KUBECTL_GITOPS_POLL", default_value = "30s", value_parser = parse_duration)]
     pub poll: Duration,
-    /// Where /healthz (alive) and /readyz (reached the apiserver, Apps and Projects listed) are
-    /// served over plain HTTP; port 0 picks a free port (logged).
+    /// How many apps may sync at once; the others wait for a free slot (metric
+    /// kubectl_gitops_agent_queue_depth).
+    #[arg(long, env = "KUBECTL_GITOPS_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Where /healthz (alive), /readyz (reached the apiserver, Apps and Projects listed) and
+    /// /metrics are served over plain HTTP; port 0 picks a free port (logged).
     #[arg(
         long,
         env = "KUBECTL_GITOPS_PROBE_ADDRESS",
@@ -65,14 +92,19 @@ pub struct AgentArgs {
         value_name = "HOST:PORT"
     )]
     pub probe_address: SocketAddr,
-    /// /healthz fails once the reconcile loop has made no progress (no app synced, no poll
-    /// finished) for this long, e.g. when a request hangs for good.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    /// /healthz fails once one sync has run for this long (a request that hangs for good), or
+    /// the reconcile loop has stopped.
+    #[arg(long, env = "KUBECTL_GITOPS_STALL_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stall_timeout: Duration,
-}
-
-fn log(message: &str) {
-    eprintln!("{} agent: {message}", reconcile::now());
+    /// How the agent logs: one JSON object a line, or text. RUST_LOG filters (e.g.
+    /// `info,kube=debug`).
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: Format,
 }
 
 /// The loops /healthz watches.
@@ -82,6 +114,42 @@ const ELECTION_LOOP: &str = "leader-election";
 /// Name of the agent on the Events it records.
 const EVENT_CONTROLLER: &str = "gitops.kubectl-gitops.dev/agent";
 
+/// How often a rollout under way is looked at: a step's wait, a pause or a measurement is due
+/// within a second of its time.
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
+
+/// What the agent remembers of an app between reconciles: the store may not have delivered the
+/// status its last sync wrote yet, so the request it answered and when it synced are kept here.
+#[derive(Debug, Default, Clone)]
+struct Memo {
+    handled_request: Option<String>,
+    synced_at: Option<jiff::Timestamp>,
+    failures: u32,
+    retry_at: Option<jiff::Timestamp>,
+}
+
+/// Everything a reconcile needs.
+struct Context {
+    client: Client,
+    identities: Identities,
+    initiator: String,
+    leader: Leader,
+    recorder: Recorder,
+    probes: Arc<Probes>,
+    metrics: Arc<Metrics>,
+    slots: Semaphore,
+    memo: Mutex<HashMap<ObjectRef<App>, Memo>>,
+    marked: Arc<Marked>,
+    /// Syncs running, with when each started (for /healthz).
+    running: Mutex<HashMap<ObjectRef<App>, Instant>>,
+    poll: Duration,
+}
+
+/// A failed sync, for the controller's error policy.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
 pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
     if kube.impersonate.is_some() || !kube.impersonate_groups.is_empty() {
         anyhow::bail!(
@@ -89,47 +157,80 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
              service account: --as and --as-group do not apply"
         );
     }
+    if args.concurrency == 0 {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
     // The kubeconfig, else the pod's service account (see shared::client).
     let (config, default_namespace) = kube.config().await?;
     let client = Client::try_from(config.clone()).context("cannot create a Kubernetes client")?;
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("POD_NAME").ok())
-        .unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
-            format!("{}-{}", host.trim(), std::process::id())
-        });
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or(default_namespace);
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_namespace = args.lease_namespace.clone().unwrap_or(default_namespace);
 
     let probes = Arc::new(Probes::default());
-    probes.watch(RECONCILE_LOOP, args.stall_timeout.max(args.poll * 3));
-    // An election round takes at most a third of the lease duration, then sleeps another third.
+    let metrics = Arc::new(Metrics::default());
+    probes.watch(RECONCILE_LOOP, args.stall_timeout);
     probes.watch(
         ELECTION_LOOP,
         (args.lease_duration * 3).max(Duration::from_secs(30)),
     );
-    let probe_address = probes::serve(args.probe_address, probes.clone()).await?;
-
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
-    let (leader_tx, leader_rx) = watch::channel(false);
-    let election = tokio::spawn(elect(
-        leases.clone(),
-        args.lease_name.clone(),
-        identity.clone(),
-        args.lease_duration,
-        leader_tx,
-        probes.clone(),
-    ));
-    log(&format!(
-        "started as {identity}; lease {lease_namespace}/{}; apps in {}; probes on http://{probe_address}",
+    let probe_address = probes::serve(args.probe_address, probes.clone(), metrics.clone()).await?;
+    tracing::info!(
+        identity = %identity,
+        lease = %format!("{lease_namespace}/{}", args.lease_name),
+        probes = %format!("http://{probe_address}"),
+        "started as {identity}; lease {lease_namespace}/{}; apps in {}; probes on http://{probe_address} ",
         args.lease_name,
         args.watch_namespace.as_deref().unwrap_or("every namespace")
-    ));
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    let namespace = args.watch_namespace.as_deref();
+
+    // Reach the apiserver as the agent itself; until then, not ready.
+    let me = loop {
+        probes.beat(RECONCILE_LOOP);
+        probes.beat(ELECTION_LOOP);
+        match connect(&client, namespace).await {
+            Ok((me, detail)) => {
+                tracing::info!("ready: {detail}");
+                probes.ready(detail);
+                break me;
+            }
+            Err(err) => {
+                let why = format!("{err:#}");
+                tracing::warn!("not ready (will retry): {why}");
+                probes.waiting(why);
+            }
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(stopped()),
+            _ = terminate.recv() => return Ok(stopped()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let impersonator = Impersonator::new(config.clone(), Some(me))?;
+    let (leader, election) = loop {
+        match Leader::start(
+            &client,
+            &lease_namespace,
+            &args.lease_name,
+            &identity,
+            args.lease_duration,
+        )
+        .await
+        {
+            Ok(started) => break started,
+            Err(err) => tracing::warn!("leader election (will retry): {err:#}"),
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(stopped()),
+            _ = terminate.recv() => return Ok(stopped()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -137,53 +238,116 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
             instance: Some(identity.clone()),
         },
     );
-    let namespace = args.watch_namespace.as_deref();
-    // Set once the apiserver has answered who the agent is: the writers of the apps' objects
-    // impersonate from then on, naming the agent.
-    let mut identities: Option<Identities> = None;
+    let context = Arc::new(Context {
+        client: client.clone(),
+        identities: Identities::ProjectServiceAccount(Arc::new(impersonator)),
+        initiator: format!("agent/{identity}"),
+        leader: leader.clone(),
+        recorder,
+        probes: probes.clone(),
+        metrics: metrics.clone(),
+        slots: Semaphore::new(args.concurrency),
+        memo: Mutex::default(),
+        marked: Arc::default(),
+        running: Mutex::default(),
+        poll: args.poll.max(Duration::from_secs(1)),
+    });
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            _ = tokio::time::sleep(args.poll) => {
-                probes.beat(RECONCILE_LOOP);
-                if identities.is_none() {
-                    match connect(&client, namespace).await {
-                        Ok((me, detail)) => {
-                            log(&format!("ready: {detail}"));
-                            probes.ready(detail);
-                            let impersonator = Impersonator::new(config.clone(), Some(me))?;
-                            identities =
-                                Some(Identities::ProjectServiceAccount(Arc::new(impersonator)));
-                        }
-                        Err(err) => {
-                            let why = format!("{err:#}");
-                            if !probes.is_ready() {
-                                log(&format!("not ready (will retry): {why}"));
-                            }
-                            probes.waiting(why);
-                        }
+    // Leadership, as the reconciles see it: logged when it changes; gaining it reconciles all.
+    let (gained_tx, gained_rx) = futures::channel::mpsc::unbounded::<()>();
+    let (canaries_gained_tx, canaries_gained_rx) = futures::channel::mpsc::unbounded::<()>();
+    let watching_leadership = {
+        let (leader, probes, metrics) = (leader.clone(), probes.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut previous = None;
+            loop {
+                probes.beat(ELECTION_LOOP);
+                let leads = leader.leads();
+                if previous != Some(leads) {
+                    if leads {
+                        tracing::info!("leading: reconciling apps");
+                        let _ = gained_tx.unbounded_send(());
+                        let _ = canaries_gained_tx.unbounded_send(());
+                    } else {
+                        tracing::info!("standing by: another replica leads");
                     }
+                    metrics.leader.set(i64::from(leads));
+                    previous = Some(leads);
                 }
-                let Some(identities) = &identities else { continue };
-                if *leader_rx.borrow() {
-                    reconcile_due(&client, identities, namespace, &identity, &leader_rx, &recorder, &probes).await;
-                }
-                if *leader_rx.borrow() {
-                    advance_rollouts(&client, identities, namespace).await;
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        })
+    };
+
+    // /healthz: the controller is alive unless one sync has run for longer than the limit.
+    let beating = {
+        let (context, limit) = (context.clone(), args.stall_timeout);
+        tokio::spawn(async move {
+            loop {
+                let stuck = context
+                    .running
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .any(|started| started.elapsed() > limit);
+                if !stuck {
+                    context.probes.beat(RECONCILE_LOOP);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
         }
+    };
+    let apps = Controller::new(apps_api(&client, namespace), watcher::Config::default())
+        .reconcile_all_on(gained_rx)
+        .graceful_shutdown_on(stopping());
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
+    let following = tokio::spawn(watches::follow(
+        client.clone(),
+        apps.store(),
+        args.watch_namespace.clone(),
+        context.marked.clone(),
+        trigger_tx,
+        metrics.clone(),
+    ));
+    let apps = apps
+        .reconcile_on(trigger_rx)
+        .run(reconcile_app, app_error_policy, context.clone())
+        .for_each(|_| async {});
+    let canaries = Controller::new(canaries_api(&client, namespace), watcher::Config::default())
+        .reconcile_all_on(canaries_gained_rx)
+        .graceful_shutdown_on(stopping())
+        .run(reconcile_canary, canary_error_policy, context.clone())
+        .for_each(|_| async {});
+    let controllers = async { futures::join!(apps, canaries) };
+    let mut controllers = std::pin::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => tracing::warn!("the controllers stopped"),
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
-    election.abort();
-    if *leader_rx.borrow() {
-        release(&leases, &args.lease_name, &identity).await;
-    }
-    log("stopped");
-    Ok(Code::Success)
+    // Syncs under way finish (bounded by their own timeouts); no new one starts.
+    let _ = stop_tx.send(true);
+    context.slots.close();
+    let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
+    following.abort();
+    beating.abort();
+    watching_leadership.abort();
+    drop(context);
+    election.release(leader).await;
+    Ok(stopped())
+}
+
+fn stopped() -> Code {
+    tracing::info!("stopped");
+    Code::Success
 }
 
 /// Reaches the apiserver: who the agent is, and its first list of Apps and Projects. Returns
@@ -222,268 +386,297 @@ fn apps_api(client: &Client, namespace: Option<&str>) -> Api<App> {
     }
 }
 
-/// Syncs every app that is due, while this replica still leads, each as its project's account.
-async fn reconcile_due(
-    client: &Client,
-    identities: &Identities,
-    namespace: Option<&str>,
-    identity: &str,
-    leading: &watch::Receiver<bool>,
-    recorder: &Recorder,
-    probes: &Probes,
-) {
-    let list = match apps_api(client, namespace)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(list) => list,
-        Err(err) => {
-            return log(&format!(
-                "cannot list apps (will retry): {}",
-                one_line(&err)
-            ));
-        }
-    };
-    let now = jiff::Timestamp::now();
-    for app in list.items {
-        if !*leading.borrow() {
-            return;
-        }
-        let Some(reason) = due(&app, now) else {
-            continue;
-        };
-        let request = SyncRequest {
-            revision: None,
-            dry_run: false,
-            initiator: format!("agent/{identity}"),
-            handled_request: requested(&app).map(str::to_owned),
-        };
-        let outcome = reconcile::sync_app(client, identities, &app, &request, |_, _| {}).await;
-        probes.beat(RECONCILE_LOOP);
-        let event = match &outcome {
-            Ok(report) => {
-                log(&format!(
-                    "synced {} ({reason}) at {}: {}",
-                    app.key(),
-                    crate::output::short(&report.desired.commit),
-                    report.summary
-                ));
-                let counts = engine::summarise(&report.results);
-                let changed = [Action::Created, Action::Configured, Action::Pruned]
-                    .iter()
-                    .any(|a| counts.get(a).is_some_and(|n| *n > 0));
-                changed.then(|| Event {
-                    type_: EventType::Normal,
-                    reason: "Synced".into(),
-                    note: Some(format!(
-                        "commit {}: {}",
-                        crate::output::short(&report.desired.commit),
-                        report.summary
-                    )),
-                    action: "Sync".into(),
-                    secondary: None,
-                })
-            }
-            Err(err) => {
-                log(&format!(
-                    "sync of {} ({reason}) failed (will retry): {}",
-                    app.key(),
-                    one_line(err.as_ref())
-                ));
-                Some(Event {
-                    type_: EventType::Warning,
-                    reason: "SyncFailed".into(),
-                    // Event notes hold at most 1 kB.
-                    note: Some(format!("{err:#}").chars().take(1000).collect()),
-                    action: "Sync".into(),
-                    secondary: None,
-                })
-            }
-        };
-        if let Some(event) = event
-            && let Err(err) = recorder.publish(&event, &app.object_ref(&())).await
-        {
-            log(&format!(
-                "cannot record an Event on app {}: {err}",
-                app.key()
-            ));
-        }
+fn canaries_api(client: &Client, namespace: Option<&str>) -> Api<Canary> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
-/// Moves every canary rollout on: expired pauses, ready canaries, due measurements; each
-/// rollout's Deployments are written as its app's project's account.
-async fn advance_rollouts(client: &Client, identities: &Identities, namespace: Option<&str>) {
-    let clients_for = async |canary: &Canary| -> anyhow::Result<Clients> {
-        let object = serde_json::to_value(canary).context("a Canary serialises")?;
-        let provenance = Provenance::read(&object)
-            .context("the Canary carries no provenance: no app of the agent wrote it")?;
-        let (app_namespace, app_name) = provenance
-            .app
-            .split_once('/')
-            .with_context(|| format!("the Canary names app {:?}", provenance.app))?;
-        let app = Api::<App>::namespaced(client.clone(), app_namespace)
-            .get(app_name)
-            .await
-            .with_context(|| format!("cannot read its app {}", provenance.app))?;
-        if !provenance.written_by(&app) {
-            anyhow::bail!("app {} did not write the Canary", provenance.app);
-        }
-        let project = engine::project(client, &app).await?;
-        // The account scales and copies Deployments only where the project lets the app.
-        let namespace = canary.namespace().unwrap_or_default();
-        project.permits_object("apps", "Deployment", Some(&namespace))?;
-        identities.clients(client, &project, &app)
+impl Context {
+    fn memo(&self, app: &ObjectRef<App>) -> Memo {
+        self.memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(app)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, app: &ObjectRef<App>, change: impl FnOnce(&mut Memo)) {
+        change(
+            self.memo
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(app.clone())
+                .or_default(),
+        );
+    }
+}
+
+/// Why `app` should be synced now, if it should, and otherwise how long until it is due.
+fn due_now(
+    app: &App,
+    memo: &Memo,
+    marked: bool,
+    now: jiff::Timestamp,
+) -> Result<&'static str, Duration> {
+    if let Some(request) = requested(app)
+        && memo.handled_request.as_deref() != Some(request)
+        && app
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_request.as_deref())
+            != Some(request)
+    {
+        return Ok("requested");
+    }
+    if marked {
+        return Ok("an object changed");
+    }
+    if let Some(retry_at) = memo.retry_at
+        && now >= retry_at
+    {
+        return Ok("retry");
+    }
+    let recorded = app
+        .status
+        .as_ref()
+        .and_then(|s| s.history.first())
+        .map(|last| last.time.parse::<jiff::Timestamp>());
+    let last = match (recorded, memo.synced_at) {
+        (None, None) => return Ok("never synced"),
+        (Some(Err(_)), None) => return Ok("unreadable history"),
+        (Some(Ok(at)), Some(mine)) => at.max(mine),
+        (Some(Ok(at)), None) => at,
+        (_, Some(mine)) => mine,
     };
-    match crate::rollout::advance_all(client, namespace, clients_for).await {
-        Ok(transitions) => {
-            for t in transitions {
-                log(&format!("rollout: {t}"));
+    let interval = jiff::SignedDuration::from_secs(i64::from(app.spec.interval_seconds.max(1)));
+    let next = last.checked_add(interval).unwrap_or(now);
+    let next = match memo.retry_at {
+        Some(retry_at) => next.min(retry_at),
+        None => next,
+    };
+    if now >= next {
+        return Ok("interval");
+    }
+    Err(Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO))
+}
+
+async fn reconcile_app(app: Arc<App>, context: Arc<Context>) -> Result<Action, Failed> {
+    let key = ObjectRef::from_obj(app.as_ref());
+    if app.metadata.deletion_timestamp.is_some() {
+        context.metrics.forget(&app.key());
+        return Ok(Action::await_change());
+    }
+    if !context.leader.leads() {
+        // Gaining leadership reconciles every app again.
+        return Ok(Action::await_change());
+    }
+    let marked = context.marked.take(&key);
+    let memo = context.memo(&key);
+    let reason = match due_now(&app, &memo, marked, jiff::Timestamp::now()) {
+        Ok(reason) => reason,
+        Err(wait) => return Ok(Action::requeue(wait.min(context.poll))),
+    };
+    context.metrics.queue_depth.inc();
+    let slot = context.slots.acquire().await;
+    context.metrics.queue_depth.dec();
+    let Ok(_slot) = slot else {
+        // Shutting down.
+        return Ok(Action::await_change());
+    };
+    if !context.leader.leads() {
+        return Ok(Action::await_change());
+    }
+    let interval = Duration::from_secs(u64::from(app.spec.interval_seconds.max(1).unsigned_abs()));
+    let request = SyncRequest {
+        revision: None,
+        dry_run: false,
+        initiator: context.initiator.clone(),
+        handled_request: requested(&app).map(str::to_owned),
+    };
+    let started = Instant::now();
+    context.metrics.in_flight.inc();
+    context
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key.clone(), started);
+    let span = tracing::info_span!("sync", app = %app.key(), reason);
+    let outcome = tracing::Instrument::instrument(
+        reconcile::sync_app(
+            &context.client,
+            &context.identities,
+            &app,
+            &request,
+            |_, _| {},
+        ),
+        span,
+    )
+    .await;
+    context
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&key);
+    context.metrics.in_flight.dec();
+    context
+        .metrics
+        .synced(&app.key(), outcome.is_ok(), started.elapsed());
+    let now = jiff::Timestamp::now();
+    let event = match &outcome {
+        Ok(report) => {
+            tracing::info!(
+                app = %app.key(),
+                reason,
+                commit = %report.desired.commit,
+                millis = started.elapsed().as_millis() as u64,
+                "synced {} ({reason}) at {}: {}",
+                app.key(),
+                crate::output::short(&report.desired.commit),
+                report.summary
+            );
+            context.remember(&key, |m| {
+                m.synced_at = Some(now);
+                m.handled_request = request.handled_request.clone();
+                m.failures = 0;
+                m.retry_at = None;
+            });
+            let counts = engine::summarise(&report.results);
+            let changed = [Applied::Created, Applied::Configured, Applied::Pruned]
+                .iter()
+                .any(|a| counts.get(a).is_some_and(|n| *n > 0));
+            changed.then(|| Event {
+                type_: EventType::Normal,
+                reason: "Synced".into(),
+                note: Some(format!(
+                    "commit {}: {}",
+                    crate::output::short(&report.desired.commit),
+                    report.summary
+                )),
+                action: "Sync".into(),
+                secondary: None,
+            })
+        }
+        Err(err) => {
+            let mut failures = 0;
+            context.remember(&key, |m| {
+                m.synced_at = Some(now);
+                m.handled_request = request.handled_request.clone();
+                m.failures += 1;
+                failures = m.failures;
+                // 1 s, 2 s, 4 s … up to the app's interval.
+                let backoff = Duration::from_secs(1 << m.failures.min(10)).min(interval);
+                m.retry_at = now.checked_add(backoff).ok();
+            });
+            tracing::warn!(
+                app = %app.key(),
+                reason,
+                failures,
+                "sync of {} ({reason}) failed (will retry): {}",
+                app.key(),
+                one_line(err.as_ref())
+            );
+            Some(Event {
+                type_: EventType::Warning,
+                reason: "SyncFailed".into(),
+                // Event notes hold at most 1 kB.
+                note: Some(format!("{err:#}").chars().take(1000).collect()),
+                action: "Sync".into(),
+                secondary: None,
+            })
+        }
+    };
+    if let Some(event) = event
+        && let Err(err) = context.recorder.publish(&event, &app.object_ref(&())).await
+    {
+        tracing::warn!(app = %app.key(), "cannot record an Event on app {}: {err}", app.key());
+    }
+    match outcome {
+        Ok(_) => Ok(Action::requeue(interval.min(context.poll))),
+        Err(err) => Err(Failed(one_line(err.as_ref()))),
+    }
+}
+
+/// After a failed sync: look again when its retry is due (the reconcile decides).
+fn app_error_policy(app: Arc<App>, _error: &Failed, context: Arc<Context>) -> Action {
+    let memo = context.memo(&ObjectRef::from_obj(app.as_ref()));
+    let wait = memo
+        .retry_at
+        .and_then(|at| Duration::try_from(at.duration_since(jiff::Timestamp::now())).ok())
+        .unwrap_or(Duration::from_secs(1));
+    Action::requeue(wait.max(Duration::from_millis(100)))
+}
+
+/// Moves a canary rollout on (an expired pause, a ready canary, a due measurement), with its
+/// Deployments written as its app's project's account; looked at every second while under way.
+async fn reconcile_canary(canary: Arc<Canary>, context: Arc<Context>) -> Result<Action, Failed> {
+    let under_way = canary
+        .status
+        .as_ref()
+        .is_some_and(|s| s.in_rollout() && s.phase != Some(Phase::Aborted) && !s.paused);
+    if !under_way || !context.leader.leads() {
+        return Ok(Action::await_change());
+    }
+    let who = format!(
+        "Canary {}/{}",
+        canary.namespace().unwrap_or_default(),
+        canary.name_any()
+    );
+    let clients = clients_for(&context, &canary)
+        .await
+        .map_err(|e| Failed(format!("{who}: cannot advance (will retry): {e:#}")))?;
+    match crate::rollout::advance(&clients, &canary).await {
+        Ok(done) => {
+            for t in done.transitions {
+                tracing::info!(canary = %who, "rollout: {who}: {t}");
             }
         }
-        Err(err) => log(&format!(
-            "cannot advance rollouts (will retry): {}",
-            one_line(err.as_ref())
-        )),
+        Err(e) if crate::rollout::is_conflict(&e) => {}
+        Err(e) => {
+            return Err(Failed(format!(
+                "{who}: cannot advance (will retry): {}",
+                one_line(e.as_ref())
+            )));
+        }
     }
+    Ok(Action::requeue(ROLLOUT_TICK))
+}
+
+fn canary_error_policy(_canary: Arc<Canary>, error: &Failed, _context: Arc<Context>) -> Action {
+    tracing::warn!("rollout: {error}");
+    Action::requeue(ROLLOUT_TICK)
+}
+
+/// The clients a Canary's rollout is advanced with: its app's project's account, where the
+/// project lets the app write Deployments.
+async fn clients_for(context: &Context, canary: &Canary) -> anyhow::Result<Clients> {
+    let client = &context.client;
+    let object = serde_json::to_value(canary).context("a Canary serialises")?;
+    let provenance = Provenance::read(&object)
+        .context("the Canary carries no provenance: no app of the agent wrote it")?;
+    let (app_namespace, app_name) = provenance
+        .app
+        .split_once('/')
+        .with_context(|| format!("the Canary names app {:?}", provenance.app))?;
+    let app = Api::<App>::namespaced(client.clone(), app_namespace)
+        .get(app_name)
+        .await
+        .with_context(|| format!("cannot read its app {}", provenance.app))?;
+    if !provenance.written_by(&app) {
+        anyhow::bail!("app {} did not write the Canary", provenance.app);
+    }
+    let project = engine::project(client, &app).await?;
+    let namespace = canary.namespace().unwrap_or_default();
+    project.permits_object("apps", "Deployment", Some(&namespace))?;
+    context.identities.clients(client, &project, &app)
 }
 
 fn requested(app: &App) -> Option<&str> {
     app.annotations()
         .get(SYNC_REQUEST_ANNOTATION)
         .map(String::as_str)
-}
-
-/// Why an app should be synced now, if it should.
-pub fn due(app: &App, now: jiff::Timestamp) -> Option<&'static str> {
-    let status = app.status.clone().unwrap_or_default();
-    if let Some(request) = requested(app)
-        && status.last_handled_request.as_deref() != Some(request)
-    {
-        return Some("requested");
-    }
-    let Some(last) = status.history.first() else {
-        return Some("never synced");
-    };
-    let Ok(at) = last.time.parse::<jiff::Timestamp>() else {
-        return Some("unreadable history");
-    };
-    let interval = jiff::SignedDuration::from_secs(i64::from(app.spec.interval_seconds.max(1)));
-    (now.duration_since(at) >= interval).then_some("interval")
-}
-
-/// Whether `me` may take or keep the Lease: nobody holds it, `me` does, or it expired.
-pub fn may_hold(spec: &LeaseSpec, me: &str, now: jiff::Timestamp) -> bool {
-    let holder = spec.holder_identity.as_deref().unwrap_or_default();
-    if holder.is_empty() || holder == me {
-        return true;
-    }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    match &spec.renew_time {
-        Some(MicroTime(renewed)) => {
-            now.duration_since(*renewed) > jiff::SignedDuration::from_secs(duration)
-        }
-        None => true,
-    }
-}
-
-/// Takes and renews the Lease every third of its duration, publishing whether this replica leads.
-/// Writes carry the resourceVersion read, so two replicas can never both win. A round that takes
-/// longer than a third of the duration counts as failed: a leader whose renewal hangs steps down
-/// before its Lease can expire under it.
-async fn elect(
-    leases: Api<Lease>,
-    name: String,
-    me: String,
-    duration: Duration,
-    leading: watch::Sender<bool>,
-    probes: Arc<Probes>,
-) {
-    let seconds = i32::try_from(duration.as_secs().max(1)).unwrap_or(15);
-    let mut previous = None;
-    loop {
-        let now = jiff::Timestamp::now();
-        let round = async {
-            let spec = LeaseSpec {
-                holder_identity: Some(me.clone()),
-                lease_duration_seconds: Some(seconds),
-                renew_time: Some(MicroTime(now)),
-                ..LeaseSpec::default()
-            };
-            match leases.get_opt(&name).await? {
-                None => {
-                    let mut lease = Lease::default();
-                    lease.metadata.name = Some(name.clone());
-                    lease.spec = Some(LeaseSpec {
-                        acquire_time: Some(MicroTime(now)),
-                        ..spec
-                    });
-                    leases.create(&PostParams::default(), &lease).await?;
-                    Ok::<_, kube::Error>(true)
-                }
-                Some(mut lease) => {
-                    let current = lease.spec.clone().unwrap_or_default();
-                    if !may_hold(&current, &me, now) {
-                        return Ok(false);
-                    }
-                    let acquire_time = if current.holder_identity.as_deref() == Some(&me) {
-                        current.acquire_time.clone()
-                    } else {
-                        Some(MicroTime(now))
-                    };
-                    lease.spec = Some(LeaseSpec {
-                        acquire_time,
-                        ..spec
-                    });
-                    leases
-                        .replace(&name, &PostParams::default(), &lease)
-                        .await?;
-                    Ok(true)
-                }
-            }
-        };
-        let leads = match tokio::time::timeout(duration / 3, round).await {
-            Ok(Ok(leads)) => leads,
-            Ok(Err(err)) => {
-                log(&format!("leader election: {}", one_line(&err)));
-                false
-            }
-            Err(_) => {
-                log(&format!(
-                    "leader election: no answer within {:.1}s",
-                    (duration / 3).as_secs_f64()
-                ));
-                false
-            }
-        };
-        probes.beat(ELECTION_LOOP);
-        if previous != Some(leads) {
-            log(if leads {
-                "leading: reconciling apps"
-            } else {
-                "standing by: another replica leads"
-            });
-            previous = Some(leads);
-        }
-        leading.send_if_modified(|current| std::mem::replace(current, leads) != leads);
-        tokio::time::sleep(duration / 3).await;
-    }
-}
-
-/// Hands the Lease back on shutdown so another replica takes over at once.
-async fn release(leases: &Api<Lease>, name: &str, me: &str) {
-    if let Ok(Some(mut lease)) = leases.get_opt(name).await
-        && lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            == Some(me)
-    {
-        if let Some(spec) = lease.spec.as_mut() {
-            spec.holder_identity = None;
-        }
-        let _ = leases.replace(name, &PostParams::default(), &lease).await;
-    }
 }
 
 #[cfg(test)]
@@ -526,45 +719,65 @@ mod tests {
     }
 
     #[test]
-    fn an_app_is_due_when_never_synced_requested_or_its_interval_passed() {
+    fn an_app_is_due_when_never_synced_requested_changed_or_its_interval_passed() {
         let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
-        assert_eq!(due(&app(60, None, None, None), now), Some("never synced"));
+        let none = Memo::default();
+        let due = |app: &App, memo: &Memo, marked: bool| due_now(app, memo, marked, now);
         assert_eq!(
-            due(&app(60, Some("2026-01-01T00:09:30Z"), None, None), now),
-            None
-        );
-        assert_eq!(
-            due(&app(60, Some("2026-01-01T00:09:00Z"), None, None), now),
-            Some("interval")
+            due(&app(60, None, None, None), &none, false),
+            Ok("never synced")
         );
         assert_eq!(
             due(
-                &app(600, Some("2026-01-01T00:09:30Z"), Some("r1"), None),
-                now
+                &app(60, Some("2026-01-01T00:09:30Z"), None, None),
+                &none,
+                false
             ),
-            Some("requested")
+            Err(Duration::from_secs(30))
         );
         assert_eq!(
+            due(
+                &app(60, Some("2026-01-01T00:09:00Z"), None, None),
+                &none,
+                false
+            ),
+            Ok("interval")
+        );
+        assert_eq!(
+            due(
+                &app(600, Some("2026-01-01T00:09:30Z"), None, None),
+                &none,
+                true
+            ),
+            Ok("an object changed")
+        );
+        let asked = app(600, Some("2026-01-01T00:09:30Z"), Some("r1"), None);
+        assert_eq!(due(&asked, &none, false), Ok("requested"));
+        assert!(
             due(
                 &app(600, Some("2026-01-01T00:09:30Z"), Some("r1"), Some("r1")),
-                now
-            ),
-            None
+                &none,
+                false
+            )
+            .is_err()
         );
-    }
-
-    #[test]
-    fn a_lease_is_taken_only_when_free_own_or_expired() {
-        let now: jiff::Timestamp = "2026-01-01T00:00:30Z".parse().expect("time");
-        let held = |holder: &str, renewed: &str| LeaseSpec {
-            holder_identity: Some(holder.into()),
-            lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(renewed.parse().expect("time"))),
-            ..LeaseSpec::default()
+        // The request was answered, and the watch has not delivered the status saying so yet.
+        let answered = Memo {
+            handled_request: Some("r1".into()),
+            synced_at: Some("2026-01-01T00:09:59Z".parse().expect("time")),
+            ..Memo::default()
         };
-        assert!(may_hold(&LeaseSpec::default(), "a", now));
-        assert!(may_hold(&held("a", "2026-01-01T00:00:29Z"), "a", now));
-        assert!(!may_hold(&held("b", "2026-01-01T00:00:29Z"), "a", now));
-        assert!(may_hold(&held("b", "2026-01-01T00:00:10Z"), "a", now));
+        assert!(due(&asked, &answered, false).is_err());
+        // A failed sync is retried at its backoff, before the interval.
+        let failed = Memo {
+            retry_at: Some("2026-01-01T00:10:02Z".parse().expect("time")),
+            ..answered.clone()
+        };
+        assert_eq!(due(&asked, &failed, false), Err(Duration::from_secs(2)));
+        let failed = Memo {
+            retry_at: Some("2026-01-01T00:09:58Z".parse().expect("time")),
+            ..answered
+        };
+        assert_eq!(due(&asked, &failed, false), Ok("retry"));
     }
 }

@@ -86,10 +86,6 @@ impl Probes {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.state().readiness.is_ok()
-    }
-
     /// Whether every loop beat within its limit, and what each last did.
     pub fn liveness(&self, now: Instant) -> (bool, String) {
         let state = self.state();
@@ -130,9 +126,13 @@ fn answer((ok, body): (bool, String)) -> (StatusCode, String) {
     (status, body)
 }
 
-/// Binds `address` and serves `/healthz` and `/readyz` in the background; returns the address
+/// Binds `address` and serves `/healthz`, `/readyz` and `/metrics` in the background; returns the address
 /// bound (port 0 picks a free one).
-pub async fn serve(address: SocketAddr, probes: Arc<Probes>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    address: SocketAddr,
+    probes: Arc<Probes>,
+    metrics: Arc<super::metrics::Metrics>,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address} for the probes (--probe-address)"))?;
@@ -148,10 +148,22 @@ pub async fn serve(address: SocketAddr, probes: Arc<Probes>) -> anyhow::Result<S
             "/readyz",
             get(|State(p): State<Arc<Probes>>| async move { answer(p.readiness()) }),
         )
-        .with_state(probes);
+        .with_state(probes)
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }),
+        );
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {
-            eprintln!("agent: the probe server stopped: {err}");
+            tracing::error!("the probe server stopped: {err}");
         }
     });
     Ok(bound)
