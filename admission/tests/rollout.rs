@@ -504,7 +504,8 @@ fn an_abort_mid_way_and_a_failing_prometheus_gate_each_return_to_stable() {
         s.shape("web-stable"),
         Some((2, "registry.local/web:1".into()))
     );
-    assert_eq!(s.rollout(&["promote", "web"]).code, Some(0));
+    let promoted = s.rollout(&["promote", "web"]);
+    assert_eq!(promoted.code, Some(0), "{promoted:?}\n{}", s.agent.log());
     let watched = s.rollout(&["status", "web", "--watch", "--timeout", "60s"]);
     assert_eq!(watched.code, Some(1), "{watched:?}\n{}", s.agent.log());
     for part in [

@@ -349,6 +349,10 @@ async fn delete_stable(client: &Client, namespace: &str, target: &str) -> anyhow
     }
 }
 
+/// The field manager of a rollout's own writes (status, replicas): the agent's watches tell
+/// them from drift by it.
+pub const ROLLOUT_FIELD_MANAGER: &str = "kubectl-gitops-rollout";
+
 /// Replaces the strategy's status (the resourceVersion guards against a concurrent driver).
 async fn write_status(
     api: &Api<Canary>,
@@ -357,7 +361,11 @@ async fn write_status(
 ) -> anyhow::Result<Canary> {
     let mut updated = object.clone();
     updated.status = Some(status.clone());
-    api.replace_status(&object.name_any(), &PostParams::default(), &updated)
+    let params = PostParams {
+        field_manager: Some(ROLLOUT_FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    api.replace_status(&object.name_any(), &params, &updated)
         .await
         .with_context(|| {
             format!(
@@ -379,7 +387,10 @@ async fn scale(client: &Client, namespace: &str, name: &str, replicas: i64) -> a
     }
     api.patch(
         name,
-        &PatchParams::default(),
+        &PatchParams {
+            field_manager: Some(ROLLOUT_FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        },
         &Patch::Merge(json!({"spec": {"replicas": replicas}})),
     )
     .await
@@ -974,7 +985,11 @@ pub async fn act(
         }
         match write_status(&api, &object, &status).await {
             Ok(written) => {
-                advance(clients, &written).await?;
+                // The agent may move the rollout on meanwhile; what it writes then stands.
+                match advance(clients, &written).await {
+                    Err(e) if !is_conflict(&e) => return Err(e),
+                    _ => {}
+                }
                 return Ok(api.get(&written.name_any()).await?);
             }
             Err(e) if attempt < 4 && is_conflict(&e) => continue,

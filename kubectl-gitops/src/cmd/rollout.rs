@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
 use serde::Serialize;
 use shared::app::App;
@@ -344,6 +346,13 @@ async fn status(
 ) -> anyhow::Result<Code> {
     let started = Instant::now();
     let mut last = String::new();
+    // Woken by a watch of the namespace's Canaries (the agent records every step in a status).
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), ns);
+    let mut changes = std::pin::pin!(
+        watcher(canaries, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
     loop {
         let found = rollout::find(client, ns, &args.name).await?;
         let text = summary(&found);
@@ -369,7 +378,14 @@ async fn status(
             );
             return Ok(Code::Failure);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let left = args
+            .timeout
+            .map(|t| t.saturating_sub(started.elapsed()))
+            .unwrap_or(Duration::MAX);
+        tokio::select! {
+            _ = changes.next() => {}
+            _ = tokio::time::sleep(left) => {}
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
 use serde::Serialize;
 use shared::app::{App, InventoryEntry};
@@ -72,16 +73,43 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
     if !args.watch {
         return Ok(Code::Success);
     }
-    // Watching: print an app again only when something about it changed, as `kubectl get -w`.
+    // Watching: print an app again only when something about it changed, as `kubectl get -w`,
+    // woken by a watch of the apps (the agent records each sync and health change on its App).
     let mut last: BTreeMap<(String, String), String> =
         views.iter().map(|v| (key(v), render(v, &args))).collect();
     out.flush()?;
+    let (api, config) = match (&args.name, args.all_namespaces) {
+        (Some(name), _) => (
+            Api::<App>::namespaced(ctx.client.clone(), &ctx.namespace),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        ),
+        (None, true) => (
+            Api::<App>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
+        (None, false) => (
+            Api::<App>::namespaced(ctx.client.clone(), &ctx.namespace),
+            watcher::Config::default(),
+        ),
+    };
+    let mut changes = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    let mut git = tokio::time::interval_at(tokio::time::Instant::now() + GIT_PERIOD, GIT_PERIOD);
     loop {
-        tokio::select! {
+        // An App changed (a sync, a health change): that app again. Git cannot be watched: its
+        // branch heads are fetched every few seconds, for every app shown.
+        let views = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(Code::Success),
-            _ = tokio::time::sleep(WATCH_PERIOD) => {}
-        }
-        let views = match collect(&args, ctx).await {
+            next = changes.next() => match next {
+                Some(Ok(app)) => view(&ctx.client, &app).await.map(|v| vec![v]),
+                Some(Err(err)) => {
+                    eprintln!("warning: cannot watch apps (will retry): {err}");
+                    continue;
+                }
+                None => return Ok(Code::Success),
+            },
+            _ = git.tick() => collect(&args, ctx).await,
+        };
+        let views = match views {
             Ok(views) => views,
             Err(err) => {
                 eprintln!("warning: {} (will retry)", one_line(err.as_ref()));
@@ -106,7 +134,8 @@ pub async fn run(args: StatusArgs, ctx: &KubeContext, out: &mut dyn Write) -> an
     }
 }
 
-const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often --watch fetches the apps' branches, which no watch reports.
+const GIT_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn key(view: &AppView) -> (String, String) {
     (view.namespace.clone(), view.name.clone())

@@ -116,9 +116,11 @@ pub async fn follow(
     }
 }
 
-/// Whether the newest write to the object was the agent's own (a sync), read from its managed
-/// fields. Deletions always count: a prune's own costs one more sync that changes nothing.
-fn written_by_agent(object: &PartialObjectMeta<DynamicObject>) -> bool {
+/// Whether the newest write to the object cannot be drift, read from its managed fields: the
+/// agent's own (a sync, a rollout step; every such write names a `kubectl-gitops` manager), or
+/// a write of its status (a controller reporting). Deletions always count: a prune's own costs
+/// one more sync that changes nothing.
+fn not_drift(object: &PartialObjectMeta<DynamicObject>) -> bool {
     object
         .metadata
         .managed_fields
@@ -126,14 +128,32 @@ fn written_by_agent(object: &PartialObjectMeta<DynamicObject>) -> bool {
         .unwrap_or_default()
         .iter()
         .max_by_key(|f| f.time.as_ref().map(|t| t.0))
-        .is_some_and(|newest| newest.manager.as_deref() == Some(FIELD_MANAGER))
+        .is_some_and(|newest| {
+            newest
+                .manager
+                .as_deref()
+                .is_some_and(|m| m.starts_with(FIELD_MANAGER))
+                || newest.subresource.as_deref() == Some("status")
+        })
 }
 
-/// The app an object names in its provenance, if the agent follows that app.
-fn app_of(object: &PartialObjectMeta<DynamicObject>, apps: &Store<App>) -> Option<ObjectRef<App>> {
+/// The app an object names in its provenance, if the agent follows that app and the object is
+/// in its inventory (a rollout's stable copy names its app too, but is the rollout's to keep).
+fn app_of(
+    object: &PartialObjectMeta<DynamicObject>,
+    resource: &ApiResource,
+    apps: &Store<App>,
+) -> Option<ObjectRef<App>> {
     let (namespace, name) = object.annotations().get(APP_ANNOTATION)?.split_once('/')?;
     let app = ObjectRef::new(name).within(namespace);
-    apps.get(&app).map(|_| app)
+    let found = apps.get(&app)?;
+    let held = found.status.iter().flat_map(|s| &s.inventory).any(|e| {
+        e.group == resource.group
+            && e.kind == resource.kind
+            && e.name == object.name_any()
+            && e.namespace == object.namespace()
+    });
+    held.then_some(app)
 }
 
 async fn watch_kind(
@@ -156,7 +176,7 @@ async fn watch_kind(
     let mut listed = false;
     while let Some(event) = events.next().await {
         let changed = match event {
-            Ok(watcher::Event::Apply(object)) => (!written_by_agent(&object)).then_some(object),
+            Ok(watcher::Event::Apply(object)) => (!not_drift(&object)).then_some(object),
             Ok(watcher::Event::Delete(object)) => Some(object),
             // The initial list: what is there now, which the app's own sync compares anyway.
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
@@ -192,7 +212,7 @@ async fn watch_kind(
         };
         let Some(object) = changed else { continue };
         warned = false;
-        if let Some(app) = app_of(&object, &apps) {
+        if let Some(app) = app_of(&object, &resource, &apps) {
             tracing::debug!(kind = %resource.kind, object = %object.name_any(), app = %app, "an object an app manages changed");
             marked.mark(app.clone());
             if trigger.unbounded_send(app).is_err() {
