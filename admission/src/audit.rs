@@ -107,7 +107,7 @@ impl Auditor {
                 .create(&PostParams::default(), &event)
                 .await
             {
-                crate::log::event("event-failed", &[("error", e.to_string().into())]);
+                tracing::warn!(error = %e, "event-failed");
             }
         });
     }
