@@ -153,9 +153,12 @@ async fn validate(
         (true, _) => "allowed",
     };
     let took = started.elapsed();
-    webhook
-        .metrics
-        .verdict(verdict_label, verdict.reason.as_str(), took);
+    webhook.metrics.verdict(
+        verdict_label,
+        verdict.reason.as_str(),
+        request.operation.as_str(),
+        took,
+    );
     if verdict.outcome.is_some() || !verdict.allowed {
         // The line tells the whole story by itself; the span repeats who and what for the
         // lines logged while deciding.
@@ -582,7 +585,7 @@ async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
         )],
         webhook.metrics.render(),
     )
