@@ -501,11 +501,11 @@ async fn serve(
         },
         policy,
         metrics: metrics.clone(),
-        auditor: Some(audit::Auditor {
-            client: client.clone(),
-            namespace: options.audit_namespace.clone(),
+        auditor: Some(audit::Auditor::new(
+            client.clone(),
+            options.audit_namespace.clone(),
             instance,
-        }),
+        )),
         client: Some(client.clone()),
         fetch_deadline: Duration::from_millis(options.fetch_deadline_ms),
         ready: AtomicBool::new(false),
