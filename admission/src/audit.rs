@@ -2,17 +2,20 @@
 //! answered (so a record is never lost to a crash after the answer), and an Event on the object.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::Value;
 use shared::admission::{AdmissionRequest, Outcome, Verdict};
 use shared::audit::{AuditRecord, AuditRecordSpec, AuditedObject};
 use shared::normalise;
+use tracing::Instrument as _;
 
 /// Component name on Events.
 const CONTROLLER: &str = "gitops.kubectl-gitops.dev/admission";
+
+/// Longest note an Event may carry (the API's limit is 1 kB).
+const NOTE_LIMIT: usize = 1000;
 
 #[derive(Clone)]
 pub struct Auditor {
@@ -21,6 +24,9 @@ pub struct Auditor {
     pub namespace: String,
     /// This replica, on Events.
     pub instance: String,
+    /// Posts the Events; one for all reviews, so a refusal repeated on the same object within
+    /// minutes counts up one Event's series instead of adding an Event each time.
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -28,11 +34,29 @@ impl std::fmt::Debug for Auditor {
         f.debug_struct("Auditor")
             .field("namespace", &self.namespace)
             .field("instance", &self.instance)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Auditor {
+    /// An auditor writing records of cluster-scoped objects to `namespace` and Events as
+    /// replica `instance`.
+    pub fn new(client: Client, namespace: String, instance: String) -> Auditor {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER.to_owned(),
+                instance: Some(instance.clone()),
+            },
+        );
+        Auditor {
+            client,
+            namespace,
+            instance,
+            recorder,
+        }
+    }
+
     /// Writes the record of `verdict`. Each review writes one record, named after its uid; a
     /// record that already exists (another replica, a retried call) counts as written.
     pub async fn record(
@@ -53,63 +77,75 @@ impl Auditor {
         }
     }
 
-    /// Posts an Event on the object, in the background; losing one loses no record.
+    /// Posts an Event on the object, in the background; losing one loses no record. The same
+    /// refusal (operation, reason and object) repeated within minutes is one Event whose series
+    /// counts the repeats, as `kubectl get events` shows it (`x5 over 2m`); a refusal for another
+    /// reason is an Event of its own, so its note is not lost to the first one's.
     pub fn event(&self, request: &AdmissionRequest, verdict: &Verdict, outcome: Outcome) {
+        // A cluster-scoped object's Event would land in some namespace nobody looks in for it;
+        // its AuditRecord is what tells.
         let Some(namespace) = request.namespace.clone().filter(|n| !n.is_empty()) else {
             return;
         };
-        let object = request
-            .object
-            .as_ref()
-            .filter(|o| !o.is_null())
-            .or(request.old_object.as_ref());
-        let uid = object
-            .and_then(|o| o["metadata"]["uid"].as_str())
-            .map(str::to_owned);
-        let reason = match outcome {
-            Outcome::Denied => "WriteDenied",
-            Outcome::Warned => "WriteNotInGit",
-            Outcome::BreakGlass => "BreakGlass",
-            Outcome::Admitted => "ConnectionRecorded",
-            Outcome::Reverted => "ConfigurationRestored",
-        };
-        let mut note = verdict.message.clone();
-        if note.len() > 1000 {
-            note.truncate(note.floor_char_boundary(1000));
-            note.push('…');
-        }
         let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{}", request.name(), short_uid(&request.uid))),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(jiff::Timestamp::now())),
-            action: Some(request.operation.as_str().to_owned()),
-            reason: Some(reason.to_owned()),
-            note: Some(note),
-            type_: Some("Warning".to_owned()),
-            reporting_controller: Some(CONTROLLER.to_owned()),
-            reporting_instance: Some(self.instance.clone()),
-            regarding: Some(ObjectReference {
-                api_version: Some(api_version(&request.kind.group, &request.kind.version)),
-                kind: Some(request.kind.kind.clone()),
-                namespace: Some(namespace.clone()),
-                name: Some(request.name().to_owned()),
-                uid,
-                ..ObjectReference::default()
-            }),
-            ..Event::default()
+            type_: EventType::Warning,
+            reason: reason(outcome).to_owned(),
+            note: Some(note(&verdict.message)),
+            action: format!("{} {}", request.operation.as_str(), verdict.reason.as_str()),
+            secondary: None,
         };
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = Api::<Event>::namespaced(client, &namespace)
-                .create(&PostParams::default(), &event)
-                .await
-            {
-                crate::log::event("event-failed", &[("error", e.to_string().into())]);
+        let regarding = regarding(request, namespace);
+        let recorder = self.recorder.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(error = %e, "event-failed");
+                }
             }
-        });
+            .in_current_span(),
+        );
+    }
+}
+
+/// The Event reason of an outcome.
+fn reason(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Denied => "WriteDenied",
+        Outcome::Warned => "WriteNotInGit",
+        Outcome::BreakGlass => "BreakGlass",
+        Outcome::Admitted => "ConnectionRecorded",
+        Outcome::Reverted => "ConfigurationRestored",
+    }
+}
+
+/// The verdict's message, cut to what an Event's note may hold.
+fn note(message: &str) -> String {
+    let mut note = message.to_owned();
+    if note.len() > NOTE_LIMIT {
+        // Room for the ellipsis (3 bytes) inside the limit.
+        note.truncate(note.floor_char_boundary(NOTE_LIMIT - 3));
+        note.push('…');
+    }
+    note
+}
+
+/// The object the review writes: the new object, else (a deletion) the old one. Its uid is
+/// there for an update or a deletion; a created object has none yet.
+fn regarding(request: &AdmissionRequest, namespace: String) -> ObjectReference {
+    let object = request
+        .object
+        .as_ref()
+        .filter(|o| !o.is_null())
+        .or(request.old_object.as_ref());
+    ObjectReference {
+        api_version: Some(api_version(&request.kind.group, &request.kind.version)),
+        kind: Some(request.kind.kind.clone()),
+        namespace: Some(namespace),
+        name: Some(request.name().to_owned()),
+        uid: object
+            .and_then(|o| o["metadata"]["uid"].as_str())
+            .map(str::to_owned),
+        ..ObjectReference::default()
     }
 }
 
@@ -119,14 +155,6 @@ fn api_version(group: &str, version: &str) -> String {
     } else {
         format!("{group}/{version}")
     }
-}
-
-fn short_uid(uid: &str) -> String {
-    uid.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(12)
-        .collect::<String>()
-        .to_lowercase()
 }
 
 /// The record of one review.
@@ -265,6 +293,15 @@ mod tests {
             record.spec.impersonated_by.as_deref(),
             Some("system:serviceaccount:kubectl-gitops:kubectl-gitops-agent")
         );
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_an_event_note() {
+        let long = "é".repeat(800);
+        let cut = note(&long);
+        assert!(cut.len() <= NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(note("short"), "short");
     }
 
     #[test]

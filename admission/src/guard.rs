@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use shared::admission::{AdmissionRequest, Outcome, Reason, Verdict};
 
 use crate::audit::Auditor;
-use crate::log;
 use crate::metrics::Metrics;
 
 /// Field manager of what the webhook writes to its own configuration.
@@ -57,7 +56,7 @@ pub async fn keep(
             Some(Ok(watcher::Event::Delete(live))) => (Some(live), true),
             Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
             Some(Err(e)) => {
-                log::event("guard-watch-failed", &[("error", e.to_string().into())]);
+                tracing::warn!(error = %e, "guard-watch-failed");
                 continue;
             }
             None => return,
@@ -77,30 +76,17 @@ pub async fn keep(
         match restore(&api, &live, &desired, deleted, ca_file.as_deref()).await {
             Ok(()) => {
                 metrics.configuration_restored();
-                log::event(
-                    "configuration-restored",
-                    &[
-                        ("name", name.as_str().into()),
-                        ("deleted", deleted.into()),
-                        ("by", by.as_str().into()),
-                    ],
-                );
+                tracing::warn!(name = %name, deleted, by = %by, "configuration-restored");
                 if let Some(auditor) = &auditor {
                     let (request, verdict) = record_of(&name, &live, &desired, deleted, &by);
                     if let Err(e) = auditor.record(&request, &verdict, Outcome::Reverted).await {
                         metrics.audit_failed();
-                        log::event("audit-failed", &[("error", e.to_string().into())]);
+                        tracing::error!(error = %e, "audit-failed");
                     }
                 }
             }
             Err(e) => {
-                log::event(
-                    "configuration-restore-failed",
-                    &[
-                        ("name", name.as_str().into()),
-                        ("error", e.to_string().into()),
-                    ],
-                );
+                tracing::error!(name = %name, error = %e, "configuration-restore-failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -169,13 +169,7 @@ impl Repos {
             facts.generation += 1;
         }
         if let Err(e) = &outcome {
-            crate::log::event(
-                "fetch-failed",
-                &[
-                    ("repo", repo.url.as_str().into()),
-                    ("error", e.as_str().into()),
-                ],
-            );
+            tracing::warn!(repo = %repo.url, error = %e, "fetch-failed");
         }
         outcome.is_ok()
     }

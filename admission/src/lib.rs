@@ -6,7 +6,6 @@ pub mod audit;
 pub mod config;
 pub mod guard;
 pub mod knowledge;
-pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -21,7 +21,7 @@ use admission::config::{self, DEFAULT_NAME, DEFAULT_NAMESPACE, Target};
 use admission::knowledge::{Repos, View};
 use admission::metrics::Metrics;
 use admission::server::{self, Webhook};
-use admission::{audit, log, tls};
+use admission::{audit, tls};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -191,6 +191,7 @@ struct ServeOptions {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,13 +203,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A serving process writes only log lines; the one-shot commands talk to a person.
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Local { .. });
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if serving => {
+            tracing::error!(error = %format_args!("{e:#}"), "failed");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs as one JSON object a line on stderr: timestamp, level, target, message and the event's
+/// fields at the top level, and the span it happened in (a review's uid, kind, namespace and
+/// name). `RUST_LOG` filters as usual (`info,kube=debug`); without it, `info` and up, from this
+/// crate and from the libraries alike (kube's events, and those of crates that log through the
+/// `log` crate, such as rustls and reqwest).
+fn install_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -475,11 +501,11 @@ async fn serve(
         },
         policy,
         metrics: metrics.clone(),
-        auditor: Some(audit::Auditor {
-            client: client.clone(),
-            namespace: options.audit_namespace.clone(),
+        auditor: Some(audit::Auditor::new(
+            client.clone(),
+            options.audit_namespace.clone(),
             instance,
-        }),
+        )),
         client: Some(client.clone()),
         fetch_deadline: Duration::from_millis(options.fetch_deadline_ms),
         ready: AtomicBool::new(false),
@@ -503,7 +529,7 @@ async fn serve(
             while let Some(event) = watched.next().await {
                 match event {
                     Ok(canary) => view.forget_canary(&canary),
-                    Err(e) => log::event("canary-watch-failed", &[("error", e.to_string().into())]),
+                    Err(e) => tracing::warn!(error = %e, "canary-watch-failed"),
                 }
             }
         });
@@ -523,7 +549,7 @@ async fn serve(
         let mut watched = std::pin::pin!(project_watch);
         while let Some(event) = watched.next().await {
             if let Err(e) = event {
-                log::event("project-watch-failed", &[("error", e.to_string().into())]);
+                tracing::warn!(error = %e, "project-watch-failed");
             }
         }
     });
@@ -574,7 +600,7 @@ async fn serve(
                             });
                         }
                     }
-                    Err(e) => log::event("app-watch-failed", &[("error", e.to_string().into())]),
+                    Err(e) => tracing::warn!(error = %e, "app-watch-failed"),
                 }
             }
         });
@@ -585,7 +611,7 @@ async fn serve(
         tokio::spawn(async move {
             if apps.wait_until_ready().await.is_ok() {
                 webhook.ready.store(true, Ordering::Relaxed);
-                log::event("apps-loaded", &[("apps", apps.len().into())]);
+                tracing::info!(apps = apps.len(), "apps-loaded");
             }
         });
     }
@@ -645,14 +671,11 @@ async fn serve(
                     Ok(false) => {}
                     Ok(true) => {
                         metrics.tls_reloaded(true);
-                        log::event(
-                            "tls-reloaded",
-                            &[("cert", identity.cert_file().display().to_string().into())],
-                        );
+                        tracing::info!(cert = %identity.cert_file().display(), "tls-reloaded");
                     }
                     Err(e) => {
                         metrics.tls_reloaded(false);
-                        log::event("tls-reload-failed", &[("error", tls::report(&e).into())]);
+                        tracing::error!(error = %tls::report(&e), "tls-reload-failed");
                     }
                 }
             }
@@ -664,12 +687,16 @@ async fn serve(
     if let Some(r) = &registration {
         config::register(&r.client, &r.configuration).await?;
         config::register_guard(&r.client, &r.guard).await?;
-        eprintln!(
-            "registered ValidatingWebhookConfiguration {} for https://{address}; label a namespace {}=enforce (or warn) to guard it",
-            r.configuration["metadata"]["name"]
+        tracing::info!(
+            configuration = r.configuration["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default(),
-            shared::admission::ENFORCEMENT_LABEL
+            url = %format_args!("https://{address}"),
+            hint = %format_args!(
+                "label a namespace {}=enforce (or warn) to guard it",
+                shared::admission::ENFORCEMENT_LABEL
+            ),
+            "registered"
         );
     }
     // The configuration kept as it is: restored when deleted or altered, until the webhook
@@ -685,7 +712,7 @@ async fn serve(
             stopped,
         ))
     });
-    log::event("serving", &[("address", address.to_string().into())]);
+    tracing::info!(address = %address, "serving");
     server::serve(
         listener,
         tls::server_config(identity),
@@ -704,7 +731,7 @@ async fn serve(
         config::unregister_guard(&r.client, &r.guard).await?;
         config::unregister(&r.client, name).await?;
     }
-    log::event("stopped", &[]);
+    tracing::info!("stopped");
     Ok(())
 }
 

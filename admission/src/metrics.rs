@@ -1,198 +1,327 @@
-//! Prometheus metrics, rendered in the text exposition format on `/metrics`.
+//! Prometheus metrics on `/metrics`, in the OpenMetrics text format (prometheus-client).
+
+mod process;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Upper bounds of the decision latency histogram, in seconds.
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// What `/metrics` answers with: `prometheus_client::encoding::text` writes OpenMetrics (counters
+/// end in `_total`, the body ends in `# EOF`).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the decision latency histogram, in seconds: a decision from the caches takes
+/// well under a millisecond, one that reads the mirror a few, one that fetches up to the deadline.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
-#[derive(Debug, Default)]
+const PREFIX: &str = "kubectl_gitops_admission";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+    reason: &'static str,
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabels {
+    repo: String,
+}
+
+/// The webhook's metrics and the registry that encodes them. Each metric is a handle on shared
+/// state: the registry holds a clone of each.
+#[derive(Debug)]
 pub struct Metrics {
-    /// (verdict, reason) → count.
-    verdicts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// Reviews received, by the webhook of the configuration that sent them.
-    reviews: Mutex<BTreeMap<&'static str, u64>>,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_nanos: AtomicU64,
-    /// repository → (unix time of the last successful fetch, failed fetches).
-    mirrors: Mutex<BTreeMap<String, (Option<f64>, u64)>>,
-    malformed: AtomicU64,
-    audit_failures: AtomicU64,
-    tls_reloads: AtomicU64,
-    tls_reload_failures: AtomicU64,
-    configuration_restores: AtomicU64,
+    registry: Registry,
+    verdicts: Family<VerdictLabels, Counter>,
+    reviews: Family<ScopeLabels, Counter>,
+    latency: Histogram,
+    mirrors: Arc<Mirrors>,
+    fetch_failures: Family<RepoLabels, Counter>,
+    malformed: Counter,
+    audit_failures: Counter,
+    tls_reloads: Counter,
+    tls_reload_failures: Counter,
+    configuration_restores: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            verdicts: Family::default(),
+            reviews: Family::default(),
+            latency: Histogram::new(BUCKETS),
+            mirrors: Arc::default(),
+            fetch_failures: Family::default(),
+            malformed: Counter::default(),
+            audit_failures: Counter::default(),
+            tls_reloads: Counter::default(),
+            tls_reload_failures: Counter::default(),
+            configuration_restores: Counter::default(),
+        };
+        let mut registry = Registry::default();
+        let name = |n: &str| format!("{PREFIX}_{n}");
+        // Counters are registered without `_total` and help without its final period: the
+        // encoder appends both.
+        registry.register(
+            name("verdicts"),
+            "Reviews answered, by verdict, reason and operation (CREATE, UPDATE, DELETE, CONNECT)",
+            metrics.verdicts.clone(),
+        );
+        registry.register(
+            name("reviews"),
+            "Reviews received, by the webhook (scope) that sent them",
+            metrics.reviews.clone(),
+        );
+        registry.register_with_unit(
+            name("decision_duration"),
+            "Time from a review's arrival to its answer",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        registry.register_collector(Box::new(metrics.mirrors.clone()));
+        registry.register(
+            name("fetch_failures"),
+            "Failed fetches of the repository",
+            metrics.fetch_failures.clone(),
+        );
+        for (n, help, counter) in [
+            (
+                "malformed_reviews",
+                "Requests that were not a readable AdmissionReview",
+                &metrics.malformed,
+            ),
+            (
+                "audit_failures",
+                "Audit records that could not be written",
+                &metrics.audit_failures,
+            ),
+            (
+                "tls_reloads",
+                "Serving certificates reloaded after rotation",
+                &metrics.tls_reloads,
+            ),
+            (
+                "tls_reload_failures",
+                "Rotated certificate files that failed to load",
+                &metrics.tls_reload_failures,
+            ),
+            (
+                "configuration_restores",
+                "Times the webhook's own configuration was deleted or altered and put back",
+                &metrics.configuration_restores,
+            ),
+        ] {
+            registry.register(name(n), help, counter.clone());
+        }
+        registry.register_collector(Box::new(process::Process));
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
 }
 
 impl Metrics {
-    pub fn verdict(&self, verdict: &'static str, reason: &'static str, took: Duration) {
-        if let Ok(mut map) = self.verdicts.lock() {
-            *map.entry((verdict, reason)).or_default() += 1;
-        }
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    pub fn verdict(
+        &self,
+        verdict: &'static str,
+        reason: &'static str,
+        operation: &'static str,
+        took: Duration,
+    ) {
+        self.verdicts
+            .get_or_create(&VerdictLabels {
+                verdict,
+                reason,
+                operation,
+            })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
     }
 
     pub fn reviewed(&self, scope: &'static str) {
-        if let Ok(mut map) = self.reviews.lock() {
-            *map.entry(scope).or_default() += 1;
-        }
+        self.reviews.get_or_create(&ScopeLabels { scope }).inc();
     }
 
     pub fn fetched(&self, repo: &str, ok: bool) {
-        if let Ok(mut map) = self.mirrors.lock() {
-            let entry = map.entry(repo.to_owned()).or_default();
-            if ok {
-                entry.0 = Some(now_seconds());
-            } else {
-                entry.1 += 1;
-            }
+        let failures = self.fetch_failures.get_or_create(&RepoLabels {
+            repo: repo.to_owned(),
+        });
+        if !ok {
+            failures.inc();
         }
+        self.mirrors.fetched(repo, ok);
     }
 
     pub fn malformed(&self) {
-        self.malformed.fetch_add(1, Ordering::Relaxed);
+        self.malformed.inc();
     }
 
     pub fn audit_failed(&self) {
-        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+        self.audit_failures.inc();
     }
 
     pub fn configuration_restored(&self) {
-        self.configuration_restores.fetch_add(1, Ordering::Relaxed);
+        self.configuration_restores.inc();
     }
 
     pub fn tls_reloaded(&self, ok: bool) {
-        let counter = if ok {
-            &self.tls_reloads
+        if ok {
+            self.tls_reloads.inc();
         } else {
-            &self.tls_reload_failures
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            self.tls_reload_failures.inc();
+        }
     }
 
+    /// The OpenMetrics text of every metric, ending in `# EOF` (serve it as [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let p = "kubectl_gitops_admission";
-        let _ = writeln!(
-            out,
-            "# HELP {p}_verdicts_total Reviews answered, by verdict and reason.\n# TYPE {p}_verdicts_total counter"
-        );
-        if let Ok(map) = self.verdicts.lock() {
-            for ((verdict, reason), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "{p}_verdicts_total{{verdict=\"{verdict}\",reason=\"{reason}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {p}_reviews_total Reviews received, by the webhook (scope) that sent them.\n# TYPE {p}_reviews_total counter"
-        );
-        if let Ok(map) = self.reviews.lock() {
-            for (scope, n) in map.iter() {
-                let _ = writeln!(out, "{p}_reviews_total{{scope=\"{scope}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {p}_decision_duration_seconds Time from a review's arrival to its answer.\n# TYPE {p}_decision_duration_seconds histogram"
-        );
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{p}_decision_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{p}_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n{p}_decision_duration_seconds_sum {}\n{p}_decision_duration_seconds_count {count}",
-            self.latency_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {p}_mirror_age_seconds Seconds since the repository was last fetched.\n# TYPE {p}_mirror_age_seconds gauge"
-        );
-        let mirrors = self.mirrors.lock().map(|m| m.clone()).unwrap_or_default();
-        let now = now_seconds();
-        for (repo, (last, _)) in &mirrors {
-            let age = last.map_or(f64::INFINITY, |t| now - t);
-            let _ = writeln!(
-                out,
-                "{p}_mirror_age_seconds{{repo=\"{}\"}} {age}",
-                escape(repo)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {p}_fetch_failures_total Failed fetches of the repository.\n# TYPE {p}_fetch_failures_total counter"
-        );
-        for (repo, (_, failures)) in &mirrors {
-            let _ = writeln!(
-                out,
-                "{p}_fetch_failures_total{{repo=\"{}\"}} {failures}",
-                escape(repo)
-            );
-        }
-        for (name, help, value) in [
-            (
-                "malformed_reviews_total",
-                "Requests that were not a readable AdmissionReview.",
-                &self.malformed,
-            ),
-            (
-                "audit_failures_total",
-                "Audit records that could not be written.",
-                &self.audit_failures,
-            ),
-            (
-                "tls_reloads_total",
-                "Serving certificates reloaded after rotation.",
-                &self.tls_reloads,
-            ),
-            (
-                "tls_reload_failures_total",
-                "Rotated certificate files that failed to load.",
-                &self.tls_reload_failures,
-            ),
-            (
-                "configuration_restores_total",
-                "Times the webhook's own configuration was deleted or altered and put back.",
-                &self.configuration_restores,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} counter\n{p}_{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        // Writing to a String fails only if a metric's encoding does; nothing here does.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
+/// Per repository: when it was last fetched and how old the mirror is, read at each scrape (the
+/// age grows between fetches, which no stored gauge would show).
+#[derive(Debug, Default)]
+struct Mirrors {
+    /// repository → (unix time first tried, unix time of the last successful fetch).
+    seen: Mutex<BTreeMap<String, (f64, Option<f64>)>>,
+}
+
+impl Mirrors {
+    fn fetched(&self, repo: &str, ok: bool) {
+        let now = now_seconds();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = seen.entry(repo.to_owned()).or_insert((now, None));
+        if ok {
+            entry.1 = Some(now);
+        }
+    }
+}
+
+impl Collector for Mirrors {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let now = now_seconds();
+        let last_fetch = format!("{PREFIX}_mirror_last_fetch_timestamp");
+        let mut family = encoder.encode_descriptor(
+            &last_fetch,
+            "Unix time of the repository's last successful fetch.",
+            Some(&Unit::Seconds),
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (repo, (_, last)) in &seen {
+            if let Some(last) = last {
+                let labels = RepoLabels { repo: repo.clone() };
+                ConstGauge::new(*last).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let age = format!("{PREFIX}_mirror_age");
+        let mut family = encoder.encode_descriptor(
+            &age,
+            "Seconds since the repository was last fetched (since the first try when it never was).",
+            Some(&Unit::Seconds),
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (repo, (first, last)) in &seen {
+            let labels = RepoLabels { repo: repo.clone() };
+            let since = last.unwrap_or(*first);
+            ConstGauge::new((now - since).max(0.0)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
 }
 
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_keeps_the_names_scrapers_and_alerts_use() {
+        let metrics = Metrics::default();
+        metrics.reviewed("enforce");
+        metrics.verdict(
+            "denied",
+            "field-changed",
+            "UPDATE",
+            Duration::from_micros(300),
+        );
+        metrics.fetched("file:///repo.git", true);
+        metrics.fetched("file:///other.git", false);
+        metrics.audit_failed();
+        let text = metrics.render();
+        for line in [
+            "kubectl_gitops_admission_reviews_total{scope=\"enforce\"} 1",
+            "kubectl_gitops_admission_verdicts_total{verdict=\"denied\",reason=\"field-changed\",operation=\"UPDATE\"} 1",
+            "kubectl_gitops_admission_decision_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "kubectl_gitops_admission_decision_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "kubectl_gitops_admission_decision_duration_seconds_count 1",
+            "kubectl_gitops_admission_fetch_failures_total{repo=\"file:///other.git\"} 1",
+            "kubectl_gitops_admission_fetch_failures_total{repo=\"file:///repo.git\"} 0",
+            "kubectl_gitops_admission_audit_failures_total 1",
+            "kubectl_gitops_admission_malformed_reviews_total 0",
+            "# TYPE process_cpu_seconds counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+        for prefix in [
+            "kubectl_gitops_admission_mirror_age_seconds{repo=\"file:///other.git\"} ",
+            "kubectl_gitops_admission_mirror_last_fetch_timestamp_seconds{repo=\"file:///repo.git\"} ",
+            "process_resident_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(prefix)),
+                "{prefix:?} missing:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("mirror_last_fetch_timestamp_seconds{repo=\"file:///other.git\"}"),
+            "a repository never fetched has no last fetch:\n{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::default();
+        metrics.fetched("https://example.com/a\"b\\c.git", false);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"fetch_failures_total{repo="https://example.com/a\"b\\c.git"} 1"#),
+            "{text}"
+        );
+    }
 }

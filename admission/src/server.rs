@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 use shared::admission::{self, AdmissionRequest, AdmissionReview, Outcome, Policy, Scope, Verdict};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 
 use crate::audit::Auditor;
 use crate::knowledge::View;
-use crate::log;
 use crate::metrics::Metrics;
 
 /// A review as decided: with the kind of the live object behind a scale or an eviction, that
@@ -87,7 +87,7 @@ async fn validate(
         Err(size) => {
             webhook.metrics.malformed();
             let message = format!("the review is larger than {MAX_BODY} bytes ({size} or more)");
-            log::event("oversized-review", &[("bytes", size.into())]);
+            tracing::warn!(bytes = size, "oversized-review");
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 axum::Json(json!({"error": message})),
@@ -115,12 +115,19 @@ async fn validate(
         );
     };
     let request = Arc::new(request);
-    let (request, verdict) = match tokio::time::timeout(
-        DECIDE_DEADLINE,
-        webhook.review(request.clone(), scope),
-    )
-    .await
-    {
+    // What every line logged while deciding (a fetch, an audit record) is about.
+    let span = tracing::info_span!(
+        "review",
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+        // Not `name`: the JSON log gives the span's own name under that key.
+        object = request.name(),
+    );
+    let decided = tokio::time::timeout(DECIDE_DEADLINE, webhook.review(request.clone(), scope))
+        .instrument(span.clone())
+        .await;
+    let (request, verdict) = match decided {
         Ok(decided) => decided,
         Err(_) => (
             request.clone(),
@@ -134,7 +141,10 @@ async fn validate(
             ),
         ),
     };
-    let verdict = webhook.record(&request, verdict).await;
+    let verdict = webhook
+        .record(&request, verdict)
+        .instrument(span.clone())
+        .await;
     let verdict_label = match (verdict.allowed, verdict.outcome) {
         (false, _) => "denied",
         (true, Some(Outcome::BreakGlass)) => "break-glass",
@@ -142,28 +152,31 @@ async fn validate(
         (true, Some(Outcome::Admitted)) => "admitted-recorded",
         (true, _) => "allowed",
     };
-    webhook
-        .metrics
-        .verdict(verdict_label, verdict.reason.as_str(), started.elapsed());
+    let took = started.elapsed();
+    webhook.metrics.verdict(
+        verdict_label,
+        verdict.reason.as_str(),
+        request.operation.as_str(),
+        took,
+    );
     if verdict.outcome.is_some() || !verdict.allowed {
-        log::event(
-            "review",
-            &[
-                ("uid", request.uid.as_str().into()),
-                ("verb", request.operation.as_str().into()),
-                ("kind", request.kind.kind.as_str().into()),
-                (
-                    "namespace",
-                    request.namespace.clone().unwrap_or_default().into(),
-                ),
-                ("name", request.name().into()),
-                ("user", request.user_info.username.as_str().into()),
-                ("verdict", verdict_label.into()),
-                ("reason", verdict.reason.as_str().into()),
-                ("dryRun", request.is_dry_run().into()),
-                ("micros", (started.elapsed().as_micros() as u64).into()),
-            ],
-        );
+        // The line tells the whole story by itself; the span repeats who and what for the
+        // lines logged while deciding.
+        span.in_scope(|| {
+            tracing::info!(
+                uid = %request.uid,
+                verb = request.operation.as_str(),
+                kind = %request.kind.kind,
+                namespace = request.namespace.as_deref().unwrap_or_default(),
+                name = request.name(),
+                user = %request.user_info.username,
+                verdict = verdict_label,
+                reason = verdict.reason.as_str(),
+                dryRun = request.is_dry_run(),
+                micros = took.as_micros() as u64,
+                "review"
+            );
+        });
     }
     axum::Json(admission::response(&request.uid, &verdict)).into_response()
 }
@@ -207,7 +220,7 @@ fn undecided(message: String, scope: Scope) -> Verdict {
 
 fn bad_request(webhook: &Webhook, message: String) -> Response {
     webhook.metrics.malformed();
-    log::event("malformed-review", &[("error", message.as_str().into())]);
+    tracing::warn!(error = %message, "malformed-review");
     (
         StatusCode::BAD_REQUEST,
         axum::Json(json!({"error": message})),
@@ -274,7 +287,9 @@ impl Webhook {
         };
         let mut writing = {
             let (auditor, request, verdict) = (auditor.clone(), request.clone(), verdict.clone());
-            tokio::spawn(async move { auditor.record(&request, &verdict, outcome).await })
+            tokio::spawn(
+                async move { auditor.record(&request, &verdict, outcome).await }.in_current_span(),
+            )
         };
         let written = match tokio::time::timeout(RECORD_DEADLINE, &mut writing).await {
             Ok(Ok(written)) => written.map_err(|e| e.to_string()),
@@ -294,13 +309,7 @@ impl Webhook {
         };
         if let Err(e) = written {
             self.metrics.audit_failed();
-            log::event(
-                "audit-failed",
-                &[
-                    ("uid", request.uid.as_str().into()),
-                    ("error", e.as_str().into()),
-                ],
-            );
+            tracing::error!(uid = %request.uid, error = %e, "audit-failed");
             if outcome == Outcome::BreakGlass {
                 verdict.allowed = false;
                 verdict.outcome = Some(Outcome::Denied);
@@ -416,7 +425,9 @@ impl Webhook {
         // lock until it is done, so no second fetch starts on the same mirror meanwhile.
         let fetch = {
             let repo = repo.clone();
-            tokio::spawn(async move { repos.fetch(&repo, credentials, since).await })
+            tokio::spawn(
+                async move { repos.fetch(&repo, credentials, since).await }.in_current_span(),
+            )
         };
         match tokio::time::timeout(self.fetch_deadline, fetch).await {
             Ok(Ok(true)) => Ok(()),
@@ -574,7 +585,7 @@ async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
         )],
         webhook.metrics.render(),
     )
@@ -630,7 +641,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    log::event("accept-failed", &[("error", e.to_string().into())]);
+                    tracing::warn!(error = %e, "accept-failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -669,8 +680,5 @@ pub async fn serve(
     let drained = tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_ok();
-    log::event(
-        "drained",
-        &[("connections", open.into()), ("complete", drained.into())],
-    );
+    tracing::info!(connections = open, complete = drained, "drained");
 }

@@ -132,6 +132,24 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` (`/metrics`, every second) and waits until it is
     /// ready; panics with Prometheus' log if it is not ready within 30 s.
     pub fn scraping(target: SocketAddr) -> Self {
+        Self::with_scrape_config(&format!(
+            "  - job_name: canary\n    static_configs:\n      - targets: ['{target}']\n"
+        ))
+    }
+
+    /// Starts Prometheus scraping `https://TARGET/metrics` every second (job `https`), trusting
+    /// the CA certificate in `ca_file` for the target's serving certificate.
+    pub fn scraping_https(target: SocketAddr, ca_file: &std::path::Path) -> Self {
+        Self::with_scrape_config(&format!(
+            "  - job_name: https\n    scheme: https\n    tls_config:\n      ca_file: '{}'\n    \
+             static_configs:\n      - targets: ['{target}']\n",
+            ca_file.display()
+        ))
+    }
+
+    /// Starts Prometheus with `scrape_configs` (YAML list items, indented two spaces), scraping
+    /// and evaluating every second.
+    fn with_scrape_config(scrape_configs: &str) -> Self {
         let bin = crate::tool("PROMETHEUS", "prometheus", "scripts/install-prometheus.sh");
         let dir = tempfile::Builder::new()
             .prefix("e2e-prometheus-")
@@ -142,8 +160,7 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: canary\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
+                 scrape_configs:\n{scrape_configs}"
             ),
         )
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));

@@ -28,6 +28,7 @@ pub struct Webhook {
     child: Mutex<Option<Child>>,
     log: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Webhook {
@@ -38,6 +39,11 @@ impl Webhook {
 
     /// Starts an instance with extra arguments (e.g. `--git-timeout 2`).
     pub fn start_with(instance: &str, extra: &[&str]) -> Webhook {
+        Self::start_with_env(instance, extra, &[])
+    }
+
+    /// Starts an instance with extra arguments and environment (e.g. `RUST_LOG`).
+    pub fn start_with_env(instance: &str, extra: &[&str], env: &[(&str, &str)]) -> Webhook {
         cluster::install_crds();
         let label = format!("{instance}-{:x}", std::process::id());
         let state = tempfile::Builder::new()
@@ -57,6 +63,10 @@ impl Webhook {
             child: Mutex::new(None),
             log,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         webhook.spawn();
         webhook
@@ -91,6 +101,9 @@ impl Webhook {
                 "default",
             ])
             .args(&self.extra)
+            // What the suites read from the log is logged at info; a test may ask for more.
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
