@@ -2,6 +2,8 @@
 //! answered (so a record is never lost to a crash after the answer), and an Event on the object.
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use std::sync::Arc;
+
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -9,6 +11,7 @@ use serde_json::Value;
 use shared::admission::{AdmissionRequest, Outcome, Verdict};
 use shared::audit::{AuditRecord, AuditRecordSpec, AuditedObject};
 use shared::normalise;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 /// Component name on Events.
@@ -27,7 +30,18 @@ pub struct Auditor {
     /// Posts the Events; one for all reviews, so a refusal repeated on the same object within
     /// minutes counts up one Event's series instead of adding an Event each time.
     recorder: Recorder,
+    /// Records being written at once: bounded, so a flood of refused writes (each record as
+    /// large as its diff) cannot hold unbounded memory while the apiserver is slow.
+    pending: Arc<Semaphore>,
 }
+
+/// Most records written at once; beyond, a write counts as not recorded.
+pub const MAX_PENDING: usize = 256;
+
+/// Largest attempted change diffed line by line: beyond it (either side, as YAML) the record
+/// says the sizes instead, and a diff is cut at [`DIFF_LIMIT`].
+const DIFF_INPUT_LIMIT: usize = 256 * 1024;
+const DIFF_LIMIT: usize = 64 * 1024;
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,21 +68,21 @@ impl Auditor {
             namespace,
             instance,
             recorder,
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
         }
     }
 
-    /// Writes the record of `verdict`. Each review writes one record, named after its uid; a
-    /// record that already exists (another replica, a retried call) counts as written.
-    pub async fn record(
-        &self,
-        request: &AdmissionRequest,
-        verdict: &Verdict,
-        outcome: Outcome,
-    ) -> Result<(), kube::Error> {
-        let record = build(request, verdict, outcome, &self.namespace);
+    /// A slot to write one record in, unless [`MAX_PENDING`] are being written.
+    pub fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.pending.clone().try_acquire_owned().ok()
+    }
+
+    /// Writes `record`. Each review writes one record, named after its uid; a record that
+    /// already exists (another replica, a retried call) counts as written.
+    pub async fn write(&self, record: &AuditRecord) -> Result<(), kube::Error> {
         let namespace = record.metadata.namespace.clone().unwrap_or_default();
         match Api::<AuditRecord>::namespaced(self.client.clone(), &namespace)
-            .create(&PostParams::default(), &record)
+            .create(&PostParams::default(), record)
             .await
         {
             Ok(_) => Ok(()),
@@ -234,11 +248,26 @@ pub fn diff(old: Option<&Value>, new: Option<&Value>) -> String {
     let Some((before, after)) = normalise::yaml_sides(old, new) else {
         return String::new();
     };
-    similar::TextDiff::from_lines(&before, &after)
+    // Bounded, so a crafted object costs neither seconds of CPU nor a record over etcd's limit.
+    if before.len().max(after.len()) > DIFF_INPUT_LIMIT {
+        return format!(
+            "(not diffed: {} bytes live, {} bytes attempted, over {DIFF_INPUT_LIMIT})\n",
+            before.len(),
+            after.len()
+        );
+    }
+    let mut text = similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_millis(200))
+        .diff_lines(&before, &after)
         .unified_diff()
         .context_radius(3)
         .header("live", "attempted")
-        .to_string()
+        .to_string();
+    if text.len() > DIFF_LIMIT {
+        text.truncate(text.floor_char_boundary(DIFF_LIMIT));
+        text.push_str("\n(cut at 64 KiB)\n");
+    }
+    text
 }
 
 #[cfg(test)]

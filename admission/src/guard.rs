@@ -79,7 +79,13 @@ pub async fn keep(
                 tracing::warn!(name = %name, deleted, by = %by, "configuration-restored");
                 if let Some(auditor) = &auditor {
                     let (request, verdict) = record_of(&name, &live, &desired, deleted, &by);
-                    if let Err(e) = auditor.record(&request, &verdict, Outcome::Reverted).await {
+                    let record = crate::audit::build(
+                        &request,
+                        &verdict,
+                        Outcome::Reverted,
+                        &auditor.namespace,
+                    );
+                    if let Err(e) = auditor.write(&record).await {
                         metrics.audit_failed();
                         tracing::error!(error = %e, "audit-failed");
                     }

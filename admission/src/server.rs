@@ -285,27 +285,46 @@ impl Webhook {
         let Some(auditor) = &self.auditor else {
             return verdict;
         };
-        let mut writing = {
-            let (auditor, request, verdict) = (auditor.clone(), request.clone(), verdict.clone());
-            tokio::spawn(
-                async move { auditor.record(&request, &verdict, outcome).await }.in_current_span(),
-            )
-        };
-        let written = match tokio::time::timeout(RECORD_DEADLINE, &mut writing).await {
-            Ok(Ok(written)) => written.map_err(|e| e.to_string()),
-            Ok(Err(panicked)) => Err(panicked.to_string()),
-            // A break-glass write refused for want of its record must not be recorded as let in.
-            Err(_) if outcome == Outcome::BreakGlass => {
-                writing.abort();
-                Err(format!(
-                    "not written within {}ms",
-                    RECORD_DEADLINE.as_millis()
-                ))
-            }
-            Err(_) => Err(format!(
-                "not written within {}ms, still being written",
-                RECORD_DEADLINE.as_millis()
+        // The record is made here and the review let go: the write task holds only the record.
+        let record = crate::audit::build(request, &verdict, outcome, &auditor.namespace);
+        let written = match auditor.slot() {
+            None => Err(format!(
+                "{} audit records are being written already",
+                crate::audit::MAX_PENDING
             )),
+            Some(slot) => {
+                let (writer, uid) = (auditor.clone(), request.uid.clone());
+                let mut writing = tokio::spawn(async move {
+                    let written = writer.write(&record).await;
+                    drop(slot);
+                    written
+                });
+                match tokio::time::timeout(RECORD_DEADLINE, &mut writing).await {
+                    Ok(Ok(written)) => written.map_err(|e| e.to_string()),
+                    Ok(Err(panicked)) => Err(panicked.to_string()),
+                    // A break-glass write refused for want of its record must not be recorded as
+                    // let in.
+                    Err(_) if outcome == Outcome::BreakGlass => {
+                        writing.abort();
+                        Err(format!(
+                            "not written within {}ms",
+                            RECORD_DEADLINE.as_millis()
+                        ))
+                    }
+                    Err(_) => {
+                        // Finished after the answer; a failure then is logged, not lost.
+                        tokio::spawn(async move {
+                            if let Ok(Err(e)) = writing.await {
+                                tracing::error!(uid = %uid, error = %e, "audit-failed");
+                            }
+                        });
+                        Err(format!(
+                            "not written within {}ms, still being written",
+                            RECORD_DEADLINE.as_millis()
+                        ))
+                    }
+                }
+            }
         };
         if let Err(e) = written {
             self.metrics.audit_failed();

@@ -386,6 +386,15 @@ fn the_agent_writes_only_what_its_projects_account_may() {
         "no"
     );
     assert_eq!(can(&["create", "clusterroles", "--as", agent_user]), "no");
+    // It watches the common kinds apps manage, for drift, but lists no Secret.
+    assert_eq!(
+        can(&["watch", "configmaps", "-n", &ns.name, "--as", agent_user]),
+        "yes"
+    );
+    assert_eq!(
+        can(&["list", "secrets", "-n", &ns.name, "--as", agent_user]),
+        "no"
+    );
     // Nor may it act as any account until a platform admin grants that per namespace.
     let may_impersonate = || {
         can(&[

@@ -79,8 +79,9 @@ pub struct AgentArgs {
     /// is not due is looked at again when nothing changed.
     #[arg(long, env = "KUBECTL_GITOPS_POLL", default_value = "30s", value_parser = parse_duration)]
     pub poll: Duration,
-    /// How many apps may sync at once; the others wait for a free slot (metric
-    /// kubectl_gitops_agent_queue_depth).
+    /// How many apps may sync at once on their interval; the others wait for a free slot
+    /// (metric kubectl_gitops_agent_queue_depth). A quarter more (at least 2) are kept for
+    /// requests and changed objects, so those never wait behind a round of resyncs.
     #[arg(long, env = "KUBECTL_GITOPS_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Where /healthz (alive), /readyz (reached the apiserver, Apps and Projects listed) and
@@ -114,6 +115,9 @@ const ELECTION_LOOP: &str = "leader-election";
 /// Name of the agent on the Events it records.
 const EVENT_CONTROLLER: &str = "gitops.kubectl-gitops.dev/agent";
 
+/// Least time between two syncs of one app that watches of its objects asked for.
+const WATCH_SYNC_GAP: Duration = Duration::from_secs(1);
+
 /// How often a rollout under way is looked at: a step's wait, a pause or a measurement is due
 /// within a second of its time.
 const ROLLOUT_TICK: Duration = Duration::from_secs(1);
@@ -138,6 +142,9 @@ struct Context {
     probes: Arc<Probes>,
     metrics: Arc<Metrics>,
     slots: Semaphore,
+    /// Extra slots for what someone is waiting for (a request, an object deleted or changed by
+    /// hand): those never queue behind the interval's resyncs of every other app.
+    urgent: Semaphore,
     memo: Mutex<HashMap<ObjectRef<App>, Memo>>,
     marked: Arc<Marked>,
     /// Syncs running, with when each started (for /healthz).
@@ -247,6 +254,7 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
         probes: probes.clone(),
         metrics: metrics.clone(),
         slots: Semaphore::new(args.concurrency),
+        urgent: Semaphore::new((args.concurrency / 4).max(2)),
         memo: Mutex::default(),
         marked: Arc::default(),
         running: Mutex::default(),
@@ -308,6 +316,37 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
     let apps = Controller::new(apps_api(&client, namespace), watcher::Config::default())
         .reconcile_all_on(gained_rx)
         .graceful_shutdown_on(stopping());
+    // Deleted apps leave no reconcile behind (they carry no finalizer): what was kept about them
+    // (memo, metrics series) is dropped once they are gone from the watch.
+    let forgetting = {
+        let (store, context) = (apps.store(), context.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let gone: Vec<ObjectRef<App>> = context
+                    .memo
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keys()
+                    .filter(|key| store.get(key).is_none())
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    context
+                        .memo
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&key);
+                    context.marked.take(&key);
+                    context.metrics.forget(&format!(
+                        "{}/{}",
+                        key.namespace.as_deref().unwrap_or_default(),
+                        key.name
+                    ));
+                }
+            }
+        })
+    };
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
     let following = tokio::spawn(watches::follow(
         client.clone(),
@@ -336,8 +375,10 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
     // Syncs under way finish (bounded by their own timeouts); no new one starts.
     let _ = stop_tx.send(true);
     context.slots.close();
+    context.urgent.close();
     let _ = tokio::time::timeout(Duration::from_secs(20), &mut controllers).await;
     following.abort();
+    forgetting.abort();
     beating.abort();
     watching_leadership.abort();
     drop(context);
@@ -466,7 +507,6 @@ fn due_now(
 async fn reconcile_app(app: Arc<App>, context: Arc<Context>) -> Result<Action, Failed> {
     let key = ObjectRef::from_obj(app.as_ref());
     if app.metadata.deletion_timestamp.is_some() {
-        context.metrics.forget(&app.key());
         return Ok(Action::await_change());
     }
     if !context.leader.leads() {
@@ -475,12 +515,30 @@ async fn reconcile_app(app: Arc<App>, context: Arc<Context>) -> Result<Action, F
     }
     let marked = context.marked.take(&key);
     let memo = context.memo(&key);
-    let reason = match due_now(&app, &memo, marked, jiff::Timestamp::now()) {
+    let now = jiff::Timestamp::now();
+    let reason = match due_now(&app, &memo, marked, now) {
         Ok(reason) => reason,
         Err(wait) => return Ok(Action::requeue(wait.min(context.poll))),
     };
+    // Objects written over and over (by a controller, or to keep the agent busy) cost at most
+    // one sync a second.
+    if reason == "an object changed"
+        && let Some(last) = memo.synced_at
+        && let Ok(since) = Duration::try_from(now.duration_since(last))
+        && since < WATCH_SYNC_GAP
+    {
+        context.marked.mark(key);
+        return Ok(Action::requeue(WATCH_SYNC_GAP - since));
+    }
     context.metrics.queue_depth.inc();
-    let slot = context.slots.acquire().await;
+    let slot = if matches!(reason, "requested" | "an object changed") {
+        tokio::select! {
+            slot = context.urgent.acquire() => slot,
+            slot = context.slots.acquire() => slot,
+        }
+    } else {
+        context.slots.acquire().await
+    };
     context.metrics.queue_depth.dec();
     let Ok(_slot) = slot else {
         // Shutting down.

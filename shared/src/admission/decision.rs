@@ -9,7 +9,7 @@ use super::Knowledge;
 use super::policy;
 use super::review::{AdmissionRequest, Operation, Write};
 use super::verdict::{Reason, Verdict, Violation, short, violation};
-use super::walk::{Change, ChangeKind, Ownership, unexplained_changes};
+use super::walk::{ChangeKind, Ownership, unexplained_changes};
 use crate::app::App;
 use crate::canary;
 use crate::manifest::Manifest;
@@ -398,7 +398,20 @@ impl Decision<'_> {
                 _ if commit_changed || old.is_none() => Reason::ContentDiffers,
                 _ => Reason::FieldChanged,
             };
-            let listed: Vec<String> = changes.iter().take(5).map(Change::describe).collect();
+            // A Secret's values never reach a message: refusals become Events and records that
+            // people who may not read Secrets can read.
+            let secret = self.request.kind.group.is_empty() && self.request.kind.kind == "Secret";
+            let listed: Vec<String> = changes
+                .iter()
+                .take(5)
+                .map(|c| {
+                    if secret {
+                        c.redacted().describe()
+                    } else {
+                        c.describe()
+                    }
+                })
+                .collect();
             let more = if changes.len() > 5 {
                 format!(" and {} more", changes.len() - 5)
             } else {

@@ -1482,6 +1482,26 @@ fn a_secrets_keys_are_git_s_alone_however_they_are_sent() {
         "{}",
         verdict.message
     );
+    // Refusals become Events and records that people who may not read Secrets read: the
+    // values, Git's and the writer's, are never in them.
+    assert!(
+        !verdict.message.contains("LS1yZXF1aXJlIC90bXAveA"),
+        "{}",
+        verdict.message
+    );
+    let mut edited = old.clone();
+    edited["data"]["token"] = "aHVudGVyMg==".into();
+    let verdict = decide_now(&h, &update(&old, &edited, "alice", &[]));
+    assert!(!verdict.allowed, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("data.token"),
+        "{}",
+        verdict.message
+    );
+    for value in ["aHVudGVyMg", "djE"] {
+        assert!(!verdict.message.contains(value), "{}", verdict.message);
+    }
+    assert!(verdict.message.contains("***"), "{}", verdict.message);
 }
 
 #[test]

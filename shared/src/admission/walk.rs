@@ -33,6 +33,25 @@ pub(crate) struct Change {
 }
 
 impl Change {
+    /// The same change with the values under a Secret's `data`, `stringData` and `binaryData`
+    /// hidden (whether they differ is what matters).
+    pub fn redacted(&self) -> Change {
+        let hidden = ["data", "stringData", "binaryData"].iter().any(|f| {
+            self.path == *f
+                || self.path.starts_with(&format!("{f}."))
+                || self.path.starts_with(&format!("{f}["))
+        });
+        if !hidden {
+            return self.clone();
+        }
+        let hide = |v: &Option<Value>| v.as_ref().map(|_| Value::String("***".into()));
+        Change {
+            git: hide(&self.git),
+            after: hide(&self.after),
+            ..self.clone()
+        }
+    }
+
     pub fn describe(&self) -> String {
         let show = |v: &Option<Value>| match v {
             None => "unset".to_owned(),

@@ -31,7 +31,7 @@ type Key = (String, String, String, Option<String>);
 pub struct Marked(Mutex<HashSet<ObjectRef<App>>>);
 
 impl Marked {
-    fn mark(&self, app: ObjectRef<App>) {
+    pub fn mark(&self, app: ObjectRef<App>) {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
