@@ -638,13 +638,22 @@ fn report(none: &Measured, peer: &Measured, ours: &Measured, kyverno_rss: u64, o
     row("ours enforcing", ours);
     let mut figures = serde_json::Map::new();
     let mut ratios = serde_json::Map::new();
-    let modes: [(&str, fn(&Measured) -> Percentiles); 2] = [
-        ("sequential", |m| m.sequential),
-        ("concurrent", |m| m.concurrent),
-    ];
-    for (mode, pick) in modes {
-        let kyverno_added = added(pick(peer), pick(none));
-        let ours_added = added(pick(ours), pick(none));
+    for (mode, none, peer, ours) in [
+        (
+            "sequential",
+            none.sequential,
+            peer.sequential,
+            ours.sequential,
+        ),
+        (
+            "concurrent",
+            none.concurrent,
+            peer.concurrent,
+            ours.concurrent,
+        ),
+    ] {
+        let kyverno_added = added(peer, none);
+        let ours_added = added(ours, none);
         let p99_ratio = ratio(ours_added.1, kyverno_added.1);
         eprintln!(
             "{mode:<10} added p50 / p99: Kyverno {:+.2} / {:+.2} ms, ours {:+.2} / {:+.2} ms; \
@@ -659,9 +668,9 @@ fn report(none: &Measured, peer: &Measured, ours: &Measured, kyverno_rss: u64, o
         figures.insert(
             mode.to_owned(),
             json!({
-                "no_webhook": cell(pick(none)),
-                "kyverno": cell(pick(peer)),
-                "ours": cell(pick(ours)),
+                "no_webhook": cell(none),
+                "kyverno": cell(peer),
+                "ours": cell(ours),
                 "kyverno_added": {"p50_ms": kyverno_added.0, "p99_ms": kyverno_added.1},
                 "ours_added": {"p50_ms": ours_added.0, "p99_ms": ours_added.1},
                 "ours_over_kyverno_p99_added": p99_ratio,
