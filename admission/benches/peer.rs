@@ -354,10 +354,12 @@ impl Kyverno {
             "Kyverno's CRDs not found at {} (set KYVERNO_CRDS or run scripts/build-kyverno.sh)",
             crds.display()
         );
-        assert!(
-            std::net::TcpListener::bind("127.0.0.1:443").is_ok(),
-            "port 443 of 127.0.0.1 is taken (another Kyverno?); Kyverno must listen there"
-        );
+        if let Err(e) = std::net::TcpListener::bind("127.0.0.1:443") {
+            panic!(
+                "Kyverno must listen on port 443 of 127.0.0.1 and cannot ({e}): another Kyverno \
+                 runs, or this process may not bind privileged ports"
+            );
+        }
         let kubectl = cluster().kubectl();
         kubectl.ok(&[
             "apply",
