@@ -4,8 +4,10 @@
 # with the webhook enforcing vs not called, and the share of webhook calls in the apiserver's
 # 5 ms bucket; the admission webhook under load over TLS on loopback against a decode-encode
 # floor; 1,000 apps synced by the agent vs the sequential agent it replaced; Git lookups on a
-# 100k-commit repository vs the git CLI. Not part of the tests: figures,
-# not pass/fail. Results: stdout/stderr and target/bench-*.json.
+# 100k-commit repository vs the git CLI; object writes with the webhook enforcing vs Kyverno
+# enforcing the nearest policy it can express vs no webhook, one writer and 50 concurrent ones
+# (Kyverno built by scripts/build-kyverno.sh, ~10 minutes the first time). Not part of the tests:
+# figures, not pass/fail. Results: stdout/stderr and target/bench-*.json.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -39,3 +41,6 @@ KUBECTL_GITOPS_TEST_KUBECONFIG="$kubeconfig" KUBECTL_GITOPS_BASELINE_BIN="$basel
   cargo bench --locked -p admission --bench scale
 # Git: a generated 100k-commit repository (cached in target/bench-git-repo), Mirror vs git CLI.
 cargo bench --locked -p admission --bench git
+# Peer webhook: Kyverno on port 443 of 127.0.0.1, on the same cluster, one webhook at a time.
+bash scripts/build-kyverno.sh
+KUBECTL_GITOPS_TEST_KUBECONFIG="$kubeconfig" cargo bench --locked -p admission --bench peer
