@@ -349,6 +349,9 @@ async fn delete_stable(client: &Client, namespace: &str, target: &str) -> anyhow
     }
 }
 
+/// Longest wait between the start of an analysis step and its first measurement.
+const ANALYSIS_SETTLE: Duration = Duration::from_secs(5);
+
 /// The field manager of a rollout's own writes (status, replicas): the agent's watches tell
 /// them from drift by it.
 pub const ROLLOUT_FIELD_MANAGER: &str = "kubectl-gitops-rollout";
@@ -699,6 +702,13 @@ async fn run_step(
         let mut progress = status.analysis.clone().unwrap_or_default();
         if progress.last_measured.is_some()
             && elapsed_since(progress.last_measured.as_deref()) < interval
+        {
+            return Ok(false);
+        }
+        // The first measurement waits for the step to settle (the Service's endpoints follow a
+        // weight change within a few seconds): the interval, at most ANALYSIS_SETTLE.
+        if progress.last_measured.is_none()
+            && elapsed_since(status.step_started.as_deref()) < interval.min(ANALYSIS_SETTLE)
         {
             return Ok(false);
         }
