@@ -653,9 +653,9 @@ fn the_agent_writes_only_what_its_projects_account_may() {
 
 /// How long the agent may take to react to a change through its watches, the sync included.
 /// The apps below are due only every hour and the agent looks at idle apps every 30 s: within
-/// this bound, only a watch can have woken it. Generous for a loaded two-core machine; the
-/// times measured are printed.
-const REACTION: Duration = Duration::from_secs(3);
+/// this bound, only a watch can have woken it. Generous for a loaded two-core machine running
+/// the other suites meanwhile (a few hundred ms here when idle); the times measured are printed.
+const REACTION: Duration = Duration::from_secs(5);
 
 fn value_of(ns: &str, name: &str) -> Option<String> {
     let cm = cluster()
