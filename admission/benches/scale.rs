@@ -41,6 +41,15 @@ fn manifests(app: usize, version: u32) -> String {
         .collect()
 }
 
+/// Pushes `version` of every app to every repository; the new heads, by repository.
+fn push_all(repos: &[Repo], version: u32) -> Vec<String> {
+    repos
+        .iter()
+        .enumerate()
+        .map(|(r, repo)| write_version(repo, r * APPS_PER_REPO, version))
+        .collect()
+}
+
 fn write_version(repo: &Repo, first_app: usize, version: u32) -> String {
     for j in 0..APPS_PER_REPO {
         repo.write(
@@ -248,12 +257,7 @@ fn measure(bin: &Path, label: &str, setup: &Setup, version: &mut u32) -> Value {
     let pid = agent.child.id();
     // The apps carry what the previous agent synced: each agent starts from a push.
     *version += 1;
-    let heads: Vec<String> = setup
-        .repos
-        .iter()
-        .enumerate()
-        .map(|(r, repo)| write_version(repo, r * APPS_PER_REPO, *version))
-        .collect();
+    let heads = push_all(&setup.repos, *version);
     let first = until_synced(setup, &heads, &mut agent);
     eprintln!(
         "{label}: every app synced after its start: {:.1} s",
@@ -265,12 +269,7 @@ fn measure(bin: &Path, label: &str, setup: &Setup, version: &mut u32) -> Value {
     *version += 1;
     let (cpu_before, _) = usage(pid);
     let pushed = Instant::now();
-    let heads: Vec<String> = setup
-        .repos
-        .iter()
-        .enumerate()
-        .map(|(r, repo)| write_version(repo, r * APPS_PER_REPO, *version))
-        .collect();
+    let heads = push_all(&setup.repos, *version);
     let commit_time = pushed.elapsed();
     let all = until_synced(setup, &heads, &mut agent) + commit_time;
     let (cpu_after, peak) = usage(pid);

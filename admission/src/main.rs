@@ -160,8 +160,9 @@ struct ServeOptions {
     /// Seconds between background fetches of every repository.
     #[arg(long, default_value_t = 30)]
     fetch_interval: u64,
-    /// Milliseconds a review may wait for a fetch of a commit the mirror lacks (keep it well
-    /// inside the webhook's timeoutSeconds).
+    /// Milliseconds a review may wait for a fetch of a commit the mirror lacks. Keep it well
+    /// inside the 3 s a decision may take (2.5 s at most): a longer wait is cut by that deadline,
+    /// and the write is refused as undecided.
     #[arg(long, default_value_t = 2000)]
     fetch_deadline_ms: u64,
     /// Seconds an HTTP(S) Git remote may stay silent (connecting, answering, between two reads of

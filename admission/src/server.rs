@@ -40,6 +40,8 @@ const DECIDE_DEADLINE: Duration = Duration::from_secs(3);
 /// Longest the answer waits for its audit record to be written. A write still under way then
 /// goes on in the background: a refusal is answered anyway, a break-glass write is refused.
 const RECORD_DEADLINE: Duration = Duration::from_millis(1500);
+/// Longest a record write may go on in the background after the answer.
+const RECORD_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How much of an oversized body is read (and dropped) so the client gets the 413 answer
 /// instead of a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -294,8 +296,17 @@ impl Webhook {
             )),
             Some(slot) => {
                 let (writer, uid) = (auditor.clone(), request.uid.clone());
+                // Bounded, so a slow apiserver frees the slot instead of holding it for the
+                // client's read timeout (minutes).
                 let mut writing = tokio::spawn(async move {
-                    let written = writer.write(&record).await;
+                    let written = tokio::time::timeout(RECORD_WRITE_LIMIT, writer.write(&record))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(kube::Error::Service(
+                                format!("no answer within {}s", RECORD_WRITE_LIMIT.as_secs())
+                                    .into(),
+                            ))
+                        });
                     drop(slot);
                     written
                 });

@@ -266,10 +266,13 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
     let (canaries_gained_tx, canaries_gained_rx) = futures::channel::mpsc::unbounded::<()>();
     let watching_leadership = {
         let (leader, probes, metrics) = (leader.clone(), probes.clone(), metrics.clone());
+        let electing = election.liveness();
         tokio::spawn(async move {
             let mut previous = None;
             loop {
-                probes.beat(ELECTION_LOOP);
+                if electing() {
+                    probes.beat(ELECTION_LOOP);
+                }
                 let leads = leader.leads();
                 if previous != Some(leads) {
                     if leads {
@@ -292,10 +295,7 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
         let (context, limit) = (context.clone(), args.stall_timeout);
         tokio::spawn(async move {
             loop {
-                let stuck = context
-                    .running
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let stuck = lock(&context.running)
                     .values()
                     .any(|started| started.elapsed() > limit);
                 if !stuck {
@@ -323,20 +323,13 @@ pub async fn run(args: AgentArgs, kube: &KubeArgs) -> anyhow::Result<Code> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                let gone: Vec<ObjectRef<App>> = context
-                    .memo
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let gone: Vec<ObjectRef<App>> = lock(&context.memo)
                     .keys()
                     .filter(|key| store.get(key).is_none())
                     .cloned()
                     .collect();
                 for key in gone {
-                    context
-                        .memo
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&key);
+                    lock(&context.memo).remove(&key);
                     context.marked.take(&key);
                     context.metrics.forget(&format!(
                         "{}/{}",
@@ -434,24 +427,20 @@ fn canaries_api(client: &Client, namespace: Option<&str>) -> Api<Canary> {
     }
 }
 
+/// A lock that a panicked holder did not poison for the others (the data stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Context {
     fn memo(&self, app: &ObjectRef<App>) -> Memo {
-        self.memo
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(app)
-            .cloned()
-            .unwrap_or_default()
+        lock(&self.memo).get(app).cloned().unwrap_or_default()
     }
 
     fn remember(&self, app: &ObjectRef<App>, change: impl FnOnce(&mut Memo)) {
-        change(
-            self.memo
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(app.clone())
-                .or_default(),
-        );
+        change(lock(&self.memo).entry(app.clone()).or_default());
     }
 }
 
@@ -556,11 +545,7 @@ async fn reconcile_app(app: Arc<App>, context: Arc<Context>) -> Result<Action, F
     };
     let started = Instant::now();
     context.metrics.in_flight.inc();
-    context
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(key.clone(), started);
+    lock(&context.running).insert(key.clone(), started);
     let span = tracing::info_span!("sync", app = %app.key(), reason);
     let outcome = tracing::Instrument::instrument(
         reconcile::sync_app(
@@ -573,11 +558,7 @@ async fn reconcile_app(app: Arc<App>, context: Arc<Context>) -> Result<Action, F
         span,
     )
     .await;
-    context
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(&key);
+    lock(&context.running).remove(&key);
     context.metrics.in_flight.dec();
     context
         .metrics

@@ -144,6 +144,13 @@ pub struct LeaseManagerTask {
 }
 
 impl LeaseManagerTask {
+    /// Whether the election still runs: the lease manager's task and the Lease's watch (what
+    /// /healthz reports; an apiserver away keeps both running and retrying).
+    pub fn liveness(&self) -> impl Fn() -> bool + Send + 'static {
+        let (task, watching) = (self.task.abort_handle(), self.watching.abort_handle());
+        move || !task.is_finished() && !watching.is_finished()
+    }
+
     /// Stops the election and hands the Lease back if this replica holds it, so another takes
     /// over at once instead of after the Lease expired.
     pub async fn release(self, leader: Leader) {

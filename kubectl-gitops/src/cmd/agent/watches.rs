@@ -32,18 +32,12 @@ pub struct Marked(Mutex<HashSet<ObjectRef<App>>>);
 
 impl Marked {
     pub fn mark(&self, app: ObjectRef<App>) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(app);
+        super::lock(&self.0).insert(app);
     }
 
     /// Whether `app` was marked; unmarks it.
     pub fn take(&self, app: &ObjectRef<App>) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(app)
+        super::lock(&self.0).remove(app)
     }
 }
 
