@@ -12,6 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/install-kubectl.sh
+bash scripts/install-helm.sh
 bash scripts/build-localcluster.sh
 cargo build --release --locked -p kubectl-gitops -p admission
 

@@ -13,8 +13,9 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "installing kubectl and the nodes' packages, building the local control plane, kubectl-gitops and its images"
+step "installing kubectl, Helm and the nodes' packages, building the local control plane, kubectl-gitops and its images"
 bash scripts/install-kubectl.sh
+bash scripts/install-helm.sh
 bash scripts/install-node-packages.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --bins --locked

@@ -7,6 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 bash scripts/install-kubectl.sh
+bash scripts/install-helm.sh
 bash scripts/install-prometheus.sh
 bash scripts/install-node-packages.sh
 bash scripts/install-krew.sh
