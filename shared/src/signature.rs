@@ -1182,6 +1182,9 @@ pub fn sign_commit(commit: &mut gix::objs::Commit, key: &SigningKey) -> Result<(
 }
 
 #[cfg(test)]
+mod real_tools;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
