@@ -718,8 +718,11 @@ fn openpgp_cert(key: &SignedPublicKey) -> Result<OpenPgpCert, String> {
 /// its newest self-signature (or a subkey its newest binding signature) says had expired by the
 /// commit's committer time, or that carries a revocation signature that verifies, is refused.
 /// A revocation for compromise or without a reason refuses every signature; one saying the key
-/// was superseded or retired refuses signatures on commits from its time on. Revocations by a
-/// designated third-party revoker are not considered. Signatures over SHA-1, MD5 or RIPEMD-160
+/// was superseded or retired refuses signatures on commits from its time on. rpgp 0.21 verifies
+/// self-signatures but does not say whether a key is valid at a given time, so that evaluation
+/// is done here, simply: the newest self-signature that verifies decides (RFC 9580 would prefer
+/// the primary user ID's), and revocations by a designated third-party revoker are not
+/// considered. Signatures over SHA-1, MD5 or RIPEMD-160
 /// digests are refused.
 ///
 /// The committer time is what the signer wrote; like Git (`ssh-keygen -Y verify
@@ -1261,6 +1264,14 @@ mod tests {
             let err = Keyring::from_policy(&policy(&text)).expect_err(&text);
             assert!(err.contains(line) && err.contains(what), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Keyring>();
+        send_sync::<SigningKey>();
+        send_sync::<SignatureError>();
     }
 
     #[test]
