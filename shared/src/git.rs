@@ -155,6 +155,12 @@ impl Mirror {
         }
     }
 
+    /// Runs `f` with a handle on the repository for this thread, e.g. to check commit signatures
+    /// with [`crate::signature::check`].
+    pub fn with_repo<T>(&self, f: impl FnOnce(&gix::Repository) -> T) -> T {
+        f(&self.local())
+    }
+
     /// The mirror's directory (a bare repository).
     pub fn git_dir(&self) -> PathBuf {
         self.dir.clone()

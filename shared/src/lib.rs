@@ -17,6 +17,7 @@ pub mod normalise;
 pub mod project;
 pub mod provenance;
 pub mod request_timeout;
+pub mod signature;
 
 /// An error and its causes on one line, as logs and refusals show them.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
