@@ -370,6 +370,7 @@ fn app(repo_url: &str) -> App {
             project: "shop".into(),
             prune: false,
             interval_seconds: 180,
+            hydrate: None,
         },
     );
     app.metadata.namespace = Some("shop".into());

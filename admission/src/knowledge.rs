@@ -54,6 +54,8 @@ struct Facts {
     generation: u64,
     files: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
     trees: HashMap<(ObjectId, String), Arc<Vec<Manifest>>>,
+    /// Signature verdicts by (policy, commit): a commit's signature never changes.
+    signatures: HashMap<(u64, ObjectId), Result<String, String>>,
 }
 
 /// One fetch: when it started and ended, and whether it succeeded.
@@ -268,6 +270,28 @@ impl Repo {
         )
     }
 
+    /// Whether `commit` satisfies `policy`; kept per policy and commit.
+    fn signed(
+        &self,
+        policy: &shared::signature::SignaturePolicy,
+        commit: ObjectId,
+    ) -> Lookup<Result<String, String>> {
+        let key = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_string(policy)
+                .unwrap_or_default()
+                .hash(&mut hasher);
+            hasher.finish()
+        };
+        self.cached(
+            |f| &mut f.signatures,
+            CACHE_LIMIT,
+            (key, commit),
+            || Ok(self.mirror.check_signatures(commit, policy)),
+        )
+    }
+
     /// Every manifest below `path`: a whole tree, so only a few are kept.
     fn tree(&self, commit: ObjectId, path: &str) -> Lookup<Arc<Vec<Manifest>>> {
         self.cached(
@@ -428,6 +452,16 @@ impl Knowledge for View {
 
     fn branch_head(&self, app: &App) -> Lookup<String> {
         Ok(self.repo(app)?.head(&app.spec.branch)?.to_string())
+    }
+
+    fn signed(
+        &self,
+        app: &App,
+        policy: &shared::signature::SignaturePolicy,
+        commit: &str,
+    ) -> Lookup<Result<String, String>> {
+        let repo = self.repo(app)?;
+        repo.signed(policy, repo.known(commit)?)
     }
 
     fn branches_with(&self, app: &App, commit: &str) -> Vec<String> {

@@ -53,6 +53,9 @@ pub enum Command {
     Rollout(cmd::rollout::RolloutCommand),
     /// Show the writes the admission webhook refused, warned about or admitted by break-glass.
     Audit(cmd::audit::AuditArgs),
+    /// Render an app's Helm chart, Kustomize overlay or plain manifests from its source branch
+    /// and commit the result to its path on the protected branch (or a branch for review).
+    Hydrate(cmd::hydrate::HydrateArgs),
     /// Check that manifests load and validate, in a working tree or at a commit.
     Verify(cmd::verify::VerifyArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
@@ -145,6 +148,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         Command::Verify(args) => cmd::verify::run(args, out),
+        Command::Hydrate(args) => cmd::hydrate::run(args, &cli.kube, out).await,
         Command::App(command) => cmd::app::run(command, &cli.kube.connect().await?, out).await,
         Command::Project(command) => {
             cmd::project::run(command, &cli.kube.connect().await?, out).await

@@ -66,6 +66,10 @@ pub struct Desired {
     pub mirror: std::sync::Arc<shared::git::Mirror>,
     pub head: String,
     pub commit: String,
+    /// The source commit `commit` was hydrated from, when it was.
+    pub source: Option<String>,
+    /// Who signed `commit`, when the project requires signatures.
+    pub signer: Option<String>,
     pub objects: Vec<Resolved>,
 }
 
@@ -141,7 +145,9 @@ pub async fn desired(
     let branch = spec.branch.clone();
     let revision = revision.map(str::to_owned);
     let path = spec.path.clone();
-    let (head, commit, files) = mirror::blocking(&mirror.clone(), move |m| {
+    let policy = project.spec.signatures.clone();
+    let project_name = project.metadata.name.clone().unwrap_or_default();
+    let (head, commit, files, source, signer) = mirror::blocking(&mirror.clone(), move |m| {
         let head = m.branch_head(&branch)?;
         let commit = match revision {
             Some(rev) => {
@@ -154,10 +160,22 @@ pub async fn desired(
         let files = m.files(commit, &path)?;
         // A revision that declares what the head declares is the head: syncing it rolls
         // nothing back (and records no rollback).
-        if commit != head && files == m.files(head, &path)? {
-            return Ok((head.to_string(), head.to_string(), files));
-        }
-        Ok((head.to_string(), commit.to_string(), files))
+        let commit = if commit != head && files == m.files(head, &path)? {
+            head
+        } else {
+            commit
+        };
+        let signer = match &policy {
+            Some(policy) => Some(m.check_signatures(commit, policy).map_err(|e| {
+                shared::git::GitError::Signature {
+                    project: project_name.clone(),
+                    reason: e,
+                }
+            })?),
+            None => None,
+        };
+        let source = m.commit_info(commit)?.source;
+        Ok((head.to_string(), commit.to_string(), files, source, signer))
     })
     .await?;
     let manifests = manifest::load_app(
@@ -176,6 +194,8 @@ pub async fn desired(
         mirror,
         head,
         commit,
+        source,
+        signer,
         objects,
     })
 }

@@ -15,6 +15,7 @@ mod logging;
 mod mirror;
 mod output;
 mod reconcile;
+mod render;
 mod rollout;
 
 use std::io::Write;

@@ -171,6 +171,7 @@ pub async fn sync_app(
                 as i32,
             pruned: count(Action::Pruned) as i32,
             message: summary.clone(),
+            source_commit: desired.source.clone(),
         };
         record(&apps, app, Some(&desired), entry, Some(health), handled).await?;
     }
@@ -240,6 +241,7 @@ pub fn failed(initiator: &str, commit: Option<&str>, err: &anyhow::Error) -> Syn
         applied: 0,
         pruned: 0,
         message: one_line(err.as_ref()).chars().take(1000).collect(),
+        source_commit: None,
     }
 }
 

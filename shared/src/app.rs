@@ -51,6 +51,45 @@ pub struct AppSpec {
     /// How often the agent reconciles, in seconds.
     #[serde(default = "default_interval")]
     pub interval_seconds: i32,
+    /// Where the rendered manifests at `path` come from: `kubectl gitops hydrate` renders this
+    /// source (a Helm chart, a Kustomize overlay or plain manifests on another branch) and
+    /// commits the result to `path` on the protected branch. Only the protected branch is ever
+    /// synced or admitted; this says how it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<HydrateSource>,
+}
+
+/// What `kubectl gitops hydrate` renders into the app's path.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HydrateSource {
+    /// Branch holding the charts and overlays, in the app's repository.
+    pub source_branch: String,
+    /// Directory on that branch: a Kustomize overlay (`kustomization.yaml`), a Helm chart
+    /// (`Chart.yaml`) or plain manifests.
+    pub source_path: String,
+    /// How a Helm chart is rendered (`helm template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSource>,
+}
+
+/// `helm template` options.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmSource {
+    /// Release name; defaults to the app's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_name: Option<String>,
+    /// Values files, relative to the chart, applied in order (later ones win).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_files: Vec<String>,
+    /// The chart version the source must have (`version` in Chart.yaml); a chart of another
+    /// version is refused rather than rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Leave out the chart's `crds/` directory (rendered by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_crds: bool,
 }
 
 fn default_project() -> String {
@@ -179,9 +218,21 @@ pub struct SyncRecord {
     pub pruned: i32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The source commit the synced commit was hydrated from (its `Hydrated-From` trailer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_commit: Option<String>,
 }
 
 impl AppStatus {
+    /// The source commit behind the synced commit, when it was hydrated.
+    pub fn synced_source(&self) -> Option<&str> {
+        let synced = self.last_synced_commit.as_deref()?;
+        self.history
+            .iter()
+            .find(|r| r.commit == synced && r.result == "Succeeded")
+            .and_then(|r| r.source_commit.as_deref())
+    }
+
     /// Sets a condition, keeping its transition time when the status did not change.
     pub fn set_condition(
         &mut self,
@@ -256,6 +307,7 @@ mod tests {
                 applied: 0,
                 pruned: 0,
                 message: String::new(),
+                source_commit: None,
             });
         }
         assert_eq!(status.history.len(), HISTORY_LIMIT);

@@ -59,6 +59,8 @@ pub enum GitError {
         path: String,
         commit: String,
     },
+    #[error("{reason} (project {project} requires signed commits); nothing was changed")]
+    Signature { project: String, reason: String },
     #[error("cannot read commit {commit} of {url}")]
     Read {
         url: String,
@@ -91,6 +93,9 @@ pub struct File {
     pub contents: Vec<u8>,
 }
 
+/// The trailer of a hydrated commit that names the source commit it was rendered from.
+pub const HYDRATED_FROM_TRAILER: &str = "Hydrated-From";
+
 /// A commit as history shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitInfo {
@@ -99,6 +104,17 @@ pub struct CommitInfo {
     pub author: String,
     /// Seconds since the epoch.
     pub time: i64,
+    /// The source commit a hydrated commit was rendered from (its `Hydrated-From` trailer).
+    pub source: Option<String>,
+}
+
+/// The value of trailer `key` in the last paragraph of a commit message.
+pub fn trailer(message: &str, key: &str) -> Option<String> {
+    let last = message.trim_end().rsplit("\n\n").next()?;
+    last.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim().eq_ignore_ascii_case(key)).then(|| v.trim().to_owned())
+    })
 }
 
 /// A bare mirror of one repository.
@@ -109,6 +125,8 @@ pub struct Mirror {
     /// Opened again after every fetch (see [`Mirror::fetch`]).
     repo: std::sync::RwLock<gix::ThreadSafeRepository>,
     timeout: Duration,
+    /// Per signature policy (its digest): commits known to satisfy it in strict mode.
+    signed: Mutex<std::collections::HashMap<String, std::collections::HashSet<ObjectId>>>,
 }
 
 impl Mirror {
@@ -131,6 +149,7 @@ impl Mirror {
             dir: repo.git_dir().to_owned(),
             repo: std::sync::RwLock::new(repo.into_sync()),
             timeout: DEFAULT_TIMEOUT,
+            signed: Mutex::default(),
         })
     }
 
@@ -159,6 +178,33 @@ impl Mirror {
     /// with [`crate::signature::check`].
     pub fn with_repo<T>(&self, f: impl FnOnce(&gix::Repository) -> T) -> T {
         f(&self.local())
+    }
+
+    /// Checks `commit` against a project's signature `policy`: the key that signed it, or why
+    /// it fails (naming the commit and the key). Strict mode remembers the commits it has
+    /// checked, so a later commit costs only the ones after it.
+    pub fn check_signatures(
+        &self,
+        commit: ObjectId,
+        policy: &crate::signature::SignaturePolicy,
+    ) -> Result<String, String> {
+        let keyring = crate::signature::Keyring::from_policy(policy)
+            .map_err(|e| format!("its signature policy is not valid: {e}"))?;
+        let mut memo = self
+            .signed
+            .lock()
+            .map(|mut m| m.remove(keyring.digest()).unwrap_or_default())
+            .unwrap_or_default();
+        let checked =
+            self.with_repo(|repo| crate::signature::check(repo, commit, &keyring, &mut memo));
+        if let Ok(mut memos) = self.signed.lock()
+            && memo.len() < 100_000
+        {
+            memos.insert(keyring.digest().to_owned(), memo);
+        }
+        checked
+            .map(|signer| signer.to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// The mirror's directory (a bare repository).
@@ -372,6 +418,7 @@ impl Mirror {
         let read_err = |e: Source| self.read_err(&commit.to_string(), e);
         let c = repo.find_commit(commit).map_err(|e| read_err(e.into()))?;
         let author = c.author().map_err(|e| read_err(e.into()))?;
+        let message = c.message_raw_sloppy().to_string();
         Ok(CommitInfo {
             id: commit.to_string(),
             summary: c
@@ -380,6 +427,7 @@ impl Mirror {
                 .unwrap_or_default(),
             author: author.name.to_string(),
             time: author.time().map(|t| t.seconds).unwrap_or_default(),
+            source: trailer(&message, HYDRATED_FROM_TRAILER),
         })
     }
 

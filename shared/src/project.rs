@@ -84,6 +84,11 @@ pub struct ProjectSpec {
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_service_account: Option<ServiceAccountRef>,
+    /// Commits its apps sync must be signed by one of these keys: `sync`, the agent and the
+    /// webhook refuse a commit that fails, naming the commit and the key. `Head` checks the
+    /// commit synced (and stamped on every write); `Strict` every commit after `sealCommit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<crate::signature::SignaturePolicy>,
 }
 
 /// Repositories (and their branches) allowed or, with `!`, denied.
@@ -612,6 +617,7 @@ mod tests {
                 project: "shop".into(),
                 prune: false,
                 interval_seconds: 180,
+                hydrate: None,
             },
         );
         app.metadata.namespace = Some(namespace.into());

@@ -751,6 +751,7 @@ mod tests {
                 applied: 1,
                 pruned: 0,
                 message: String::new(),
+                source_commit: None,
             });
         }
         app.status = Some(status);

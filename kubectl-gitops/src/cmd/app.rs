@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
-use shared::app::{App, AppSpec};
+use shared::app::{App, AppSpec, HelmSource, HydrateSource};
 
 use crate::exit::Code;
 use crate::kube_context::KubeContext;
@@ -18,7 +18,7 @@ pub enum AppCommand {
     #[command(after_help = "Examples:\n  \
         kubectl gitops app add web --repo https://git.example.com/shop.git --path apps/web --prune\n  \
         kubectl gitops app add web -n shop --repo file:///srv/git/shop.git --branch production --project shop")]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List apps.
     List(ListArgs),
     /// Show one app definition and its status.
@@ -59,6 +59,22 @@ pub struct AddArgs {
     /// destination; its credentials Secret fetches private repositories.
     #[arg(long, default_value = shared::project::DEFAULT_PROJECT)]
     pub project: String,
+    /// Branch holding the source that `kubectl gitops hydrate` renders into --path (a Helm
+    /// chart, a Kustomize overlay or plain manifests).
+    #[arg(long, value_name = "BRANCH", requires = "source_path")]
+    pub source_branch: Option<String>,
+    /// Directory of that source on --source-branch.
+    #[arg(long, value_name = "DIR", requires = "source_branch")]
+    pub source_path: Option<String>,
+    /// Helm values file of the chart, relative to it (repeatable; later ones win).
+    #[arg(long = "helm-values", value_name = "FILE", requires = "source_path")]
+    pub helm_values: Vec<String>,
+    /// Helm release name (default: the app's name).
+    #[arg(long, value_name = "NAME", requires = "source_path")]
+    pub helm_release: Option<String>,
+    /// The version the chart must have; another version is refused rather than rendered.
+    #[arg(long, value_name = "VERSION", requires = "source_path")]
+    pub chart_version: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +94,7 @@ pub async fn run(
     let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     match command {
         AppCommand::Add(args) => {
+            let args = *args;
             let app = App::new(
                 &args.name,
                 AppSpec {
@@ -88,6 +105,19 @@ pub async fn run(
                     prune: args.prune,
                     interval_seconds: args.interval,
                     project: args.project,
+                    hydrate: args.source_branch.map(|source_branch| HydrateSource {
+                        source_branch,
+                        source_path: args.source_path.unwrap_or_default(),
+                        helm: (!args.helm_values.is_empty()
+                            || args.helm_release.is_some()
+                            || args.chart_version.is_some())
+                        .then_some(HelmSource {
+                            release_name: args.helm_release,
+                            value_files: args.helm_values,
+                            version: args.chart_version,
+                            skip_crds: false,
+                        }),
+                    }),
                 },
             );
             let mut app = app;

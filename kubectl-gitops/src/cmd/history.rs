@@ -33,6 +33,8 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot read app {}/{}", ctx.namespace, args.name))?;
     let history = app.status.map(|s| s.history).unwrap_or_default();
+    // Hydrated commits show the source commit they were rendered from.
+    let hydrated = history.iter().any(|r| r.source_commit.is_some());
     match args.output {
         Format::Table | Format::Wide => {
             let wide = args.output == Format::Wide;
@@ -52,6 +54,10 @@ pub async fn run(
                         r.applied.to_string(),
                         r.pruned.to_string(),
                     ];
+                    if hydrated {
+                        let source = r.source_commit.as_deref().unwrap_or("-");
+                        row.push(if wide { source } else { short(source) }.to_owned());
+                    }
                     if wide {
                         row.push(r.message.clone());
                     }
@@ -59,6 +65,9 @@ pub async fn run(
                 })
                 .collect();
             let mut headers = vec!["TIME", "COMMIT", "RESULT", "INITIATOR", "APPLIED", "PRUNED"];
+            if hydrated {
+                headers.push("SOURCE");
+            }
             if wide {
                 headers.push("MESSAGE");
             }

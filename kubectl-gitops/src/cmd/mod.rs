@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod diff;
 pub mod history;
+pub mod hydrate;
 pub mod project;
 pub mod rollout;
 pub mod status;

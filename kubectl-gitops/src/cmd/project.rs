@@ -11,6 +11,7 @@ use shared::project::{
     ConnectPolicy, Enforcement, KindPattern, KindRules, Project, ProjectSpec, SecretRef,
     ServiceAccountRef, SourceRule,
 };
+use shared::signature::{Keyring, SignatureMode, SignaturePolicy};
 
 use crate::exit::Code;
 use crate::kube_context::KubeContext;
@@ -87,12 +88,38 @@ pub struct AddArgs {
     /// the project's apps.
     #[arg(long, value_name = "[NAMESPACE/]NAME", value_parser = ServiceAccountRef::parse)]
     pub sync_service_account: Option<ServiceAccountRef>,
+    /// Require signed commits: `head` (the commit synced, and stamped on every write) or
+    /// `strict` (every commit after --seal-commit). Keys from --ssh-allowed-signers and
+    /// --openpgp-key.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub require_signatures: Option<SignatureModeArg>,
+    /// Strict mode: the last commit not required to be signed (full id).
+    #[arg(long, value_name = "SHA", requires = "require_signatures")]
+    pub seal_commit: Option<String>,
+    /// File of trusted SSH keys in OpenSSH's allowed_signers format (ssh-keygen(1)).
+    #[arg(long, value_name = "FILE", requires = "require_signatures")]
+    pub ssh_allowed_signers: Option<std::path::PathBuf>,
+    /// File with a trusted ASCII-armored OpenPGP public key (gpg --export --armor). Repeat for
+    /// several.
+    #[arg(
+        long = "openpgp-key",
+        value_name = "FILE",
+        requires = "require_signatures"
+    )]
+    pub openpgp_keys: Vec<std::path::PathBuf>,
     /// What the project is for.
     #[arg(long, default_value = "")]
     pub description: String,
     /// Replace a project of that name.
     #[arg(long)]
     pub overwrite: bool,
+}
+
+/// `--require-signatures`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SignatureModeArg {
+    Head,
+    Strict,
 }
 
 fn parse_secret(text: &str) -> Result<SecretRef, String> {
@@ -115,6 +142,39 @@ impl AddArgs {
                 );
             }
         }
+        let signatures = match self.require_signatures {
+            None => None,
+            Some(mode) => {
+                let read = |file: &std::path::Path| {
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))
+                };
+                let policy = SignaturePolicy {
+                    mode: match mode {
+                        SignatureModeArg::Head => SignatureMode::Head,
+                        SignatureModeArg::Strict => SignatureMode::Strict,
+                    },
+                    seal_commit: self.seal_commit.clone(),
+                    ssh_allowed_signers: match &self.ssh_allowed_signers {
+                        Some(file) => read(file)?,
+                        None => String::new(),
+                    },
+                    openpgp_keys: self
+                        .openpgp_keys
+                        .iter()
+                        .map(|f| read(f))
+                        .collect::<anyhow::Result<_>>()?,
+                };
+                if policy.ssh_allowed_signers.trim().is_empty() && policy.openpgp_keys.is_empty() {
+                    anyhow::bail!(
+                        "--require-signatures needs trusted keys: --ssh-allowed-signers FILE or --openpgp-key FILE"
+                    );
+                }
+                Keyring::from_policy(&policy)
+                    .map_err(|e| anyhow::anyhow!("project {}: {e}", self.name))?;
+                Some(policy)
+            }
+        };
         Ok(ProjectSpec {
             description: self.description,
             sources: self
@@ -151,6 +211,7 @@ impl AddArgs {
             },
             credentials_secret: self.credentials_secret,
             sync_service_account: self.sync_service_account,
+            signatures,
         })
     }
 }

@@ -577,7 +577,11 @@ async fn get(
 }
 
 /// Runs git in `dir` and returns its trimmed stdout.
-fn git(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
+pub(crate) fn git(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)

@@ -47,6 +47,9 @@ pub struct AppView {
     pub branch: String,
     pub branch_head: Option<String>,
     pub synced_commit: Option<String>,
+    /// The source commit the synced commit was hydrated from (`kubectl gitops hydrate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_commit: Option<String>,
     /// Synced, OutOfSync (the branch moved on, or objects drifted) or Unknown (never synced).
     pub sync: String,
     pub health: String,
@@ -215,6 +218,13 @@ fn table(views: &[AppView], args: &StatusArgs) -> (Vec<&'static str>, Vec<Vec<St
                 v.last_result.clone().unwrap_or_else(|| "-".into()),
             ]);
             if wide {
+                row.push(
+                    v.source_commit
+                        .as_deref()
+                        .map(short)
+                        .unwrap_or("-")
+                        .to_owned(),
+                );
                 row.push(format!("{}@{}", v.repo_url, v.branch));
                 row.push(
                     v.missing
@@ -236,7 +246,7 @@ fn table(views: &[AppView], args: &StatusArgs) -> (Vec<&'static str>, Vec<Vec<St
         "NAME", "SYNC", "HEALTH", "SYNCED", "HEAD", "OBJECTS", "MISSING", "DRIFTED", "LAST",
     ]);
     if wide {
-        headers.extend(["SOURCE", "OUT-OF-SYNC OBJECTS"]);
+        headers.extend(["HYDRATED-FROM", "SOURCE", "OUT-OF-SYNC OBJECTS"]);
     }
     (headers, rows)
 }
@@ -299,6 +309,7 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
         repo_url: app.spec.repo_url.clone(),
         branch: app.spec.branch.clone(),
         branch_head: status.branch_head.clone(),
+        source_commit: status.synced_source().map(str::to_owned),
         synced_commit: synced,
         sync: sync.to_owned(),
         health: status.health.clone().unwrap_or_else(|| "Unknown".into()),

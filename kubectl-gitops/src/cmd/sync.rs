@@ -95,8 +95,15 @@ pub async fn run(args: SyncArgs, ctx: &KubeContext, out: &mut dyn Write) -> anyh
         eprintln!("dry run: {}; nothing was changed", report.summary);
         return Ok(Code::Success);
     }
+    let mut about = String::new();
+    if let Some(source) = &report.desired.source {
+        about.push_str(&format!(", hydrated from {}", short(source)));
+    }
+    if let Some(signer) = &report.desired.signer {
+        about.push_str(&format!(", signed by {signer}"));
+    }
     eprintln!(
-        "synced {} at {}: {}",
+        "synced {} at {}{about}: {}",
         app.key(),
         short(&report.desired.commit),
         report.summary

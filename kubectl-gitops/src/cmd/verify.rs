@@ -1,5 +1,7 @@
 //! `kubectl gitops verify`: before pushing, check that manifests load and validate with the same
-//! code a sync uses: a working tree, or a commit of a repository.
+//! code a sync uses: a working tree, or a commit of a repository. A Helm chart or a Kustomize
+//! overlay (a source `kubectl gitops hydrate` renders) is rendered as hydration would, and its
+//! output checked.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,11 +11,16 @@ use clap::Args;
 use shared::manifest::{self, Manifest};
 
 use crate::exit::Code;
+use crate::render;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     kubectl gitops verify apps/web\n  \
-    kubectl gitops verify --commit HEAD --repo . apps/web")]
+    kubectl gitops verify --commit HEAD --repo . apps/web
+  \
+    kubectl gitops verify charts/web --helm-values values-prod.yaml
+  \
+    kubectl gitops verify kustomize/overlays/prod")]
 pub struct VerifyArgs {
     /// Directory of manifests (in the working tree, or in the repository with --commit).
     #[arg(default_value = ".")]
@@ -24,9 +31,31 @@ pub struct VerifyArgs {
     /// The repository for --commit: a local directory or URL.
     #[arg(long, default_value = ".", value_name = "REPO")]
     pub repo: String,
+    /// A chart's values file, relative to the chart (repeatable; later ones win).
+    #[arg(long = "helm-values", value_name = "FILE")]
+    pub helm_values: Vec<String>,
+    /// The helm executable, for a chart.
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_HELM",
+        default_value = "helm",
+        value_name = "PATH"
+    )]
+    pub helm: PathBuf,
+    /// The kubectl executable whose built-in kustomize renders an overlay.
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_KUBECTL",
+        default_value = "kubectl",
+        value_name = "PATH"
+    )]
+    pub kubectl: PathBuf,
 }
 
 pub fn run(args: VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
+    if let Some(code) = verify_source(&args, out)? {
+        return Ok(code);
+    }
     let files = match &args.commit {
         None => read_tree(&args.path)?,
         Some(rev) => read_commit(&args.repo, rev, &args.path)?,
@@ -42,6 +71,56 @@ pub fn run(args: VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
         files.len()
     );
     Ok(Code::Success)
+}
+
+/// A chart or an overlay: rendered (from the working tree, or a checkout of --commit) and its
+/// output checked. `None` for plain manifests.
+fn verify_source(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Option<Code>> {
+    let source = args.path.to_string_lossy().into_owned();
+    let checkout;
+    let root: &Path = match &args.commit {
+        None => Path::new("."),
+        Some(rev) => {
+            let repository = gix_open(&args.repo)?;
+            let id = repository
+                .rev_parse_single(rev.as_str())
+                .with_context(|| format!("{rev} is not a revision of {}", args.repo))?
+                .detach();
+            checkout = crate::cmd::hydrate::checkout(&repository, &args.repo, id)?;
+            checkout.path()
+        }
+    };
+    if render::Kind::of(&root.join(&args.path)) == render::Kind::Plain {
+        return Ok(None);
+    }
+    let helm = (!args.helm_values.is_empty()).then(|| shared::app::HelmSource {
+        value_files: args.helm_values.clone(),
+        ..Default::default()
+    });
+    let tools = render::Tools {
+        helm: args.helm.clone(),
+        kubectl: args.kubectl.clone(),
+    };
+    let location = format!("{source} (rendered).yaml");
+    let rendered = render::render(
+        &tools,
+        root,
+        &source,
+        "verify",
+        "default",
+        helm.as_ref(),
+        &location,
+    )?;
+    let manifests = manifest::load_app([(location.as_str(), rendered.manifest.as_bytes())])?;
+    for m in &manifests {
+        writeln!(out, "{}\t{} {}", m.location(), m.api_version(), m.key())?;
+    }
+    eprintln!(
+        "{} object(s) rendered from {source} by {}: valid",
+        manifests.len(),
+        rendered.renderer
+    );
+    Ok(Some(Code::Success))
 }
 
 fn read_tree(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {

@@ -314,6 +314,7 @@ impl Decision<'_> {
                 ))
             });
         }
+        super::signed::check(self.knowledge, &project, &app, commit)?;
         let path = crate::git::normalise_path(&provenance.source_path);
         let root = crate::git::normalise_path(&app.spec.path);
         let inside = root.is_empty() || path == root || path.starts_with(&format!("{root}/"));

@@ -24,6 +24,8 @@ pub struct History {
     pub project: Option<Arc<Project>>,
     pub files: HashMap<(&'static str, &'static str), Arc<Vec<Manifest>>>,
     pub rollout: Option<Arc<Canary>>,
+    /// Commits that fail any signature policy; the others pass it.
+    pub unsigned: Vec<&'static str>,
 }
 
 fn known(commit: &str) -> bool {
@@ -51,6 +53,21 @@ impl Knowledge for History {
     }
     fn branch_head(&self, _: &App) -> Lookup<String> {
         Ok("c2".into())
+    }
+    fn signed(
+        &self,
+        _: &App,
+        _: &crate::signature::SignaturePolicy,
+        commit: &str,
+    ) -> Lookup<Result<String, String>> {
+        if !known(commit) {
+            return Err(format!("commit {commit} is not in the mirror"));
+        }
+        Ok(if self.unsigned.contains(&commit) {
+            Err(format!("commit {commit} is not signed"))
+        } else {
+            Ok("SSH key SHA256:fixture".into())
+        })
     }
     fn branches_with(&self, _: &App, commit: &str) -> Vec<String> {
         if known(commit) {
@@ -105,6 +122,7 @@ pub fn app() -> App {
             project: "shop".into(),
             prune: false,
             interval_seconds: 180,
+            hydrate: None,
         },
     );
     app.metadata.namespace = Some("shop".into());
@@ -143,5 +161,6 @@ pub fn history(enforcement: Enforcement) -> History {
         project: Some(Arc::new(project(enforcement))),
         files: files(),
         rollout: None,
+        unsigned: Vec::new(),
     }
 }

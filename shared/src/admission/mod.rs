@@ -39,6 +39,7 @@ mod apps;
 mod decision;
 mod namespaces;
 mod rollouts;
+mod signed;
 
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
@@ -117,6 +118,14 @@ pub trait Knowledge {
     fn is_ancestor(&self, app: &App, ancestor: &str, descendant: &str) -> Lookup<bool>;
     /// The head of the app's branch, as far as the mirror knows.
     fn branch_head(&self, app: &App) -> Lookup<String>;
+    /// Whether `commit` satisfies `policy` (a project's signature requirement): `Ok(Ok(signer))`
+    /// names the key that signed it, `Ok(Err(why))` says which commit and key fail it.
+    fn signed(
+        &self,
+        app: &App,
+        policy: &crate::signature::SignaturePolicy,
+        commit: &str,
+    ) -> Lookup<Result<String, String>>;
     /// Branches of the repository that hold `commit` (for messages).
     fn branches_with(&self, app: &App, commit: &str) -> Vec<String>;
     /// The manifests of one file at a commit; empty when the file does not exist there.
@@ -143,6 +152,8 @@ pub fn decide(
     parent: Option<(&Value, &[String])>,
     now: jiff::Timestamp,
 ) -> Verdict {
+    let signed = signed::SignedHeads(knowledge);
+    let knowledge: &dyn Knowledge = &signed;
     let controller = policy.is_controller(&request.user_info);
     let decided = match scope {
         Scope::Apps => apps::decide(request, policy, knowledge, controller),

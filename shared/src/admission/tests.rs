@@ -1611,3 +1611,47 @@ fn a_recorded_rollback_prunes_what_its_commit_does_not_declare() {
     h.app = Arc::new(app);
     assert_eq!(decide_now(&h, &delete).reason, Reason::Pruned);
 }
+
+#[test]
+fn a_project_that_requires_signatures_refuses_writes_of_a_commit_that_fails_them() {
+    let mut h = history(Enforcement::Enforce);
+    h.unsigned = vec!["c2"];
+    let old = live("ConfigMap", "c1");
+    let new = live("ConfigMap", "c2");
+    // Without a policy, signatures are not asked about.
+    assert!(decide_now(&h, &update(&old, &new, "alice", &[])).allowed);
+
+    let mut project = (*h.project.clone().expect("a project")).clone();
+    project.spec.signatures = Some(crate::signature::SignaturePolicy {
+        ssh_allowed_signers: "alice@example.com ssh-ed25519 AAAA".into(),
+        ..Default::default()
+    });
+    h.project = Some(Arc::new(project));
+    let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
+    assert!(!verdict.allowed);
+    assert_eq!(verdict.reason, Reason::Unsigned, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("commit c2 is not signed")
+            && verdict
+                .message
+                .contains("project shop requires the commit to be signed"),
+        "{}",
+        verdict.message
+    );
+    // A write of the signed commit before it (the sync healing drift) still passes, though the
+    // head fails the policy.
+    let mut drifted = old.clone();
+    drifted["data"]["value"] = "by hand".into();
+    let heal = decide_now(&h, &update(&drifted, &old, "alice", &[]));
+    assert!(heal.allowed, "{}", heal.message);
+    // What rests on the head does not: a delete of an object the head may have dropped.
+    let delete = decide_now(&h, &review("DELETE", Some(&old), None, "alice", &[]));
+    assert!(!delete.allowed);
+    assert!(
+        delete
+            .message
+            .contains("the head of branch main fails the signature policy of project shop"),
+        "{}",
+        delete.message
+    );
+}

@@ -40,6 +40,7 @@ pub enum Reason {
     AppChanged,
     UnknownCommit,
     NotOnBranch,
+    Unsigned,
     NotDeclared,
     Downgrade,
     AppRepointed,
@@ -84,6 +85,7 @@ impl Reason {
             Reason::AppChanged => "app-changed",
             Reason::UnknownCommit => "unknown-commit",
             Reason::NotOnBranch => "not-on-branch",
+            Reason::Unsigned => "unsigned",
             Reason::NotDeclared => "not-declared",
             Reason::Downgrade => "downgrade",
             Reason::AppRepointed => "app-repointed",
@@ -105,6 +107,9 @@ impl Reason {
         match self {
             Reason::UnknownCommit => "condition 1: the commit exists in the app's repository",
             Reason::NotOnBranch => "condition 2: the commit is on the protected branch",
+            Reason::Unsigned => {
+                "condition 2: the commit is on the protected branch, signed as its project requires"
+            }
             Reason::NotDeclared | Reason::UnknownApp | Reason::AppChanged => {
                 "condition 3: the source file at that commit declares this object"
             }
