@@ -5,7 +5,8 @@
 # 5 ms bucket; the admission webhook under load over TLS on loopback against a decode-encode
 # floor; 1,000 apps synced by the agent vs the sequential agent it replaced; Git lookups on a
 # 100k-commit repository vs the git CLI; object writes with the webhook enforcing vs Kyverno
-# enforcing the nearest policy it can express vs no webhook, one writer and 50 concurrent ones
+# enforcing the nearest policy it can express vs no webhook, one writer and 50 concurrent ones;
+# hydration of a 50-template Helm chart vs `helm template`
 # (Kyverno built by scripts/build-kyverno.sh, ~10 minutes the first time). Not part of the tests:
 # figures, not pass/fail. Results: stdout/stderr and target/bench-*.json.
 set -euo pipefail
@@ -13,6 +14,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/install-kubectl.sh
 bash scripts/install-helm.sh
+bash scripts/install-signing-tools.sh
 bash scripts/build-localcluster.sh
 cargo build --release --locked -p kubectl-gitops -p admission
 
@@ -26,6 +28,8 @@ KUBECTL_GITOPS_TEST_KUBECONFIG="$kubeconfig" KUBECTL_GITOPS_BIN="$root/target/re
   cargo bench --locked -p kubectl-gitops-tests --bench sync
 KUBECTL_GITOPS_TEST_KUBECONFIG="$kubeconfig" cargo bench --locked -p admission --bench apiserver
 cargo bench --locked -p admission --bench admission
+# Hydration of a 50-template chart vs `helm template` (Helm pinned by scripts/install-helm.sh).
+KUBECTL_GITOPS_BIN="$root/target/release/kubectl-gitops" cargo bench --locked -p kubectl-gitops-tests --bench hydrate
 # Scale: 1,000 apps from 50 repositories in 100 enforced namespaces, this build's agent against
 # the sequential agent it replaced (built once from BASELINE_REV into target/baseline).
 baseline_rev=95b2987

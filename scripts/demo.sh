@@ -17,6 +17,7 @@ step "installing kubectl, Helm and the nodes' packages, building the local contr
 bash scripts/install-kubectl.sh
 bash scripts/install-helm.sh
 bash scripts/install-node-packages.sh
+bash scripts/install-signing-tools.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --bins --locked
 bash scripts/images.sh
@@ -67,13 +68,13 @@ step "creating an example repository at $repo (branch main)"
 rm -rf "$repo"
 mkdir -p "$repo/apps/web"
 git() { command git -C "$repo" -c user.name=Demo -c user.email=demo@example.invalid "$@"; }
-# Waits until the in-cluster agent has synced the branch head.
+# Waits until the in-cluster agent has synced the head of main into app $1 (default web).
 agent_synced() {
-  local head
-  head=$(git rev-parse HEAD)
+  local head app=${1:-web}
+  head=$(git rev-parse main)
   for _ in $(seq 600); do
-    [[ $(kubectl -n demo get apps.gitops.kubectl-gitops.dev web -o jsonpath='{.status.lastSyncedCommit}') == "$head" ]] && {
-      kubectl gitops -n demo status web
+    [[ $(kubectl -n demo get apps.gitops.kubectl-gitops.dev "$app" -o jsonpath='{.status.lastSyncedCommit}') == "$head" ]] && {
+      kubectl gitops -n demo status "$app"
       return 0
     }
     sleep 0.2
@@ -232,6 +233,75 @@ kubectl gitops -n demo rollout promote web
 kubectl gitops -n demo rollout status web --watch --timeout 2m
 kubectl gitops -n demo rollout list
 kubectl -n demo get deployments
+step "a Helm chart on a source branch (main keeps rendered manifests only)"
+git checkout --quiet -b source
+mkdir -p "$repo/charts/cache/templates"
+cat > "$repo/charts/cache/Chart.yaml" <<'YAML'
+apiVersion: v2
+name: cache
+version: 0.1.0
+YAML
+cat > "$repo/charts/cache/values.yaml" <<'YAML'
+replicas: 1
+size: 64Mi
+YAML
+printf 'replicas: 2\n' > "$repo/charts/cache/values-demo.yaml"
+cat > "$repo/charts/cache/templates/cache.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-settings
+data:
+  size: {{ .Values.size | quote }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  replicas: {{ .Values.replicas }}
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      containers:
+      - name: cache
+        image: localcluster.local/sample-app:1
+        env:
+        - {name: SIZE, value: {{ .Values.size | quote }}}
+YAML
+git add --all && git commit --quiet -m "cache: chart 0.1.0"
+git checkout --quiet main
+kubectl gitops verify "$repo/charts/cache" --helm-values values-demo.yaml
+
+step "a project that requires commits signed by the hydrator's SSH key, and an app hydrated from the chart"
+rm -f "$state/hydrator" "$state/hydrator.pub"
+ssh-keygen -q -t ed25519 -N "" -C hydrator@demo.invalid -f "$state/hydrator"
+echo "hydrator@demo.invalid $(cat "$state/hydrator.pub")" > "$state/allowed_signers"
+kubectl gitops project add demo-signed --repo "$url" --destination demo --sync-service-account gitops-sync \
+  --require-signatures head --ssh-allowed-signers "$state/allowed_signers" --overwrite
+kubectl gitops -n demo app delete cache >/dev/null 2>&1 || true
+kubectl gitops -n demo app add cache --repo "$url" --path apps/cache --project demo-signed --interval 10 \
+  --source-branch source --source-path charts/cache --helm-values values-demo.yaml --chart-version 0.1.0
+step "kubectl gitops hydrate --dry-run: the rendered manifests a reviewer sees"
+kubectl gitops -n demo hydrate cache --repo "$repo" --dry-run
+step "hydrated into one signed commit on main (in CI: --push), synced by the agent"
+kubectl gitops -n demo hydrate cache --repo "$repo" --signing-key "$state/hydrator"
+git reset --quiet --hard main
+# The real git checks the signature too.
+git -c gpg.ssh.allowedSignersFile="$state/allowed_signers" log -1 --show-signature main
+kubectl gitops -n demo sync cache --async
+agent_synced cache
+kubectl gitops -n demo history cache
+step "an unsigned commit on main is refused by sync (and the agent, and the webhook)"
+sed -i 's/64Mi/1Gi/' "$repo/apps/cache/manifest.yaml"
+git commit --quiet -am "cache: bigger, by hand and unsigned"
+status=0
+kubectl gitops -n demo sync cache 2>&1 || status=$?
+[[ $status -eq 1 ]]
+
 step "what the agent did, from its pod on a real node (kubectl logs)"
 leader=$(kubectl -n kubectl-gitops get lease kubectl-gitops-agent -o jsonpath='{.spec.holderIdentity}')
 kubectl -n kubectl-gitops logs "pod/$leader" --tail=8

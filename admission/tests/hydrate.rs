@@ -192,6 +192,20 @@ fn a_chart_and_an_overlay_are_hydrated_reviewed_merged_synced_admitted_and_rolle
         "    sourceBranch: source\n    sourcePath: kustomize/overlays/prod\n",
     ));
 
+    // What the hydrator renders changes only from Git, as where the app syncs from does.
+    let repointed = kubectl.run(&[
+        "patch",
+        "apps.gitops.kubectl-gitops.dev",
+        "web",
+        "-n",
+        &ns.name,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"hydrate":{"sourceBranch":"wip"}}}"#,
+    ]);
+    assert_refused(&repointed, "app-repointed", &["spec.hydrate"]);
+
     // Before anything is hydrated, verify renders the sources as hydration will.
     let verified = gitops.run(&[
         "verify",
@@ -289,7 +303,8 @@ fn a_chart_and_an_overlay_are_hydrated_reviewed_merged_synced_admitted_and_rolle
     let readme = repo.git(&["show", "hydrate/web:apps/web/README.md"]);
     assert!(
         readme.contains(&format!("git checkout {source}"))
-            && readme.contains("helm template web charts/web --namespace")
+            && readme.contains("helm template --namespace")
+            && readme.contains("-- web charts/web")
             && readme.contains("--values charts/web/values-prod.yaml"),
         "{readme}"
     );
@@ -409,12 +424,15 @@ fn a_chart_and_an_overlay_are_hydrated_reviewed_merged_synced_admitted_and_rolle
             Err(format!("{image} {}", d["status"]))
         }
     });
-    assert!(
-        records(&ns.name)
-            .iter()
-            .all(|r| r["spec"]["reason"] == "field-changed"),
-        "only the hand edit was refused: {:#?}",
-        records(&ns.name)
+    let mut reasons: Vec<String> = records(&ns.name)
+        .iter()
+        .map(|r| r["spec"]["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["app-repointed", "field-changed"],
+        "only the re-pointed App and the hand edit were refused"
     );
 }
 
@@ -605,15 +623,30 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
         project.name
     ));
     let checkout = clone(&repo, work.path());
-    let hydrated = gitops.run(&[
-        "hydrate",
-        "web",
-        "--repo",
-        &checkout.to_string_lossy(),
-        "--signing-key",
-        &keys.path("hydrator").to_string_lossy(),
-        "--push",
+    let hydrate_signed = |extra: &[&str]| {
+        let checkout = checkout.to_string_lossy();
+        let key = keys.path("hydrator");
+        let key = key.to_string_lossy();
+        let mut args = vec![
+            "hydrate",
+            "web",
+            "--repo",
+            &checkout,
+            "--signing-key",
+            &key,
+            "--push",
+        ];
+        args.extend_from_slice(extra);
+        gitops.run(&args)
+    };
+    // main starts with an unsigned commit: a signature would vouch for its tree too.
+    let refused = hydrate_signed(&[]);
+    refused.assert_failed_saying(&[
+        "main is at a commit project",
+        "is not signed",
+        "--allow-unsigned-parent",
     ]);
+    let hydrated = hydrate_signed(&["--allow-unsigned-parent"]);
     assert_eq!(hydrated.code, Some(0), "{hydrated:?}");
     let hydrator = keys.fingerprint("hydrator");
     assert!(hydrated.stderr.contains(&hydrator), "{}", hydrated.stderr);

@@ -158,21 +158,24 @@ pub async fn desired(
             None => head,
         };
         let files = m.files(commit, &path)?;
-        // A revision that declares what the head declares is the head: syncing it rolls
-        // nothing back (and records no rollback).
-        let commit = if commit != head && files == m.files(head, &path)? {
-            head
-        } else {
-            commit
+        let signed = |commit| match &policy {
+            Some(policy) => m.check_signatures(commit, policy).map(Some),
+            None => Ok(None),
         };
-        let signer = match &policy {
-            Some(policy) => Some(m.check_signatures(commit, policy).map_err(|e| {
-                shared::git::GitError::Signature {
-                    project: project_name.clone(),
-                    reason: e,
-                }
-            })?),
-            None => None,
+        let signer = signed(commit).map_err(|reason| shared::git::GitError::Signature {
+            project: project_name.clone(),
+            reason,
+        })?;
+        // A revision that declares what the head declares is the head: syncing it rolls
+        // nothing back (and records no rollback). A head that fails the project's signature
+        // policy is not one.
+        let (commit, signer) = if commit != head && files == m.files(head, &path)? {
+            match signed(head) {
+                Ok(head_signer) => (head, head_signer),
+                Err(_) => (commit, signer),
+            }
+        } else {
+            (commit, signer)
         };
         let source = m.commit_info(commit)?.source;
         Ok((head.to_string(), commit.to_string(), files, source, signer))

@@ -1,8 +1,10 @@
 //! Renderers for hydration: a Helm chart through `helm template`, a Kustomize overlay through
 //! kubectl's built-in Kustomize, plain manifests as they are. Each runs on a source tree written
 //! to a temporary directory, with a clean environment (no user configuration, no repositories,
-//! no kubeconfig: rendering never reaches a network or a cluster), and its output is checked
-//! with the loader a sync uses, so what is committed is what a sync would accept.
+//! no kubeconfig, no cluster), and its output is checked with the loader a sync uses, so what is
+//! committed is what a sync would accept. What a renderer would fetch by itself (Kustomize's
+//! remote bases, its Helm inflation) is refused before it runs: the output follows from the
+//! source commit alone.
 //!
 //! Renderers are executables installed beside kubectl (`scripts/install-helm.sh` pins Helm);
 //! none is downloaded at run time. No Rust crate renders charts exactly as `helm template` does
@@ -92,13 +94,9 @@ pub fn render(
             let options = helm.cloned().unwrap_or_default();
             check_chart_version(&dir, &shown, options.version.as_deref())?;
             let release = options.release_name.as_deref().unwrap_or(release);
-            let mut args: Vec<String> = vec![
-                "template".into(),
-                release.into(),
-                shown.clone(),
-                "--namespace".into(),
-                namespace.into(),
-            ];
+            check_release_name(release)?;
+            let mut args: Vec<String> =
+                vec!["template".into(), "--namespace".into(), namespace.into()];
             if !options.skip_crds {
                 args.push("--include-crds".into());
             }
@@ -110,6 +108,8 @@ pub fn render(
                 }
                 args.extend(["--values".into(), format!("{shown}/{file}")]);
             }
+            // Positional arguments last, after `--`: nothing in them is read as a flag.
+            args.extend(["--".into(), release.into(), shown.clone()]);
             let (version, output) = side_by_side(
                 &tools.helm,
                 &["version", "--template", "{{.Version}}"],
@@ -124,7 +124,8 @@ pub fn render(
             )
         }
         Kind::Kustomize => {
-            let args = vec!["kustomize".to_owned(), shown.clone()];
+            refuse_remote_resources(root)?;
+            let args = vec!["kustomize".to_owned(), "--".to_owned(), shown.clone()];
             let (version, output) = side_by_side(
                 &tools.kubectl,
                 &["version", "--client", "-o", "json"],
@@ -208,6 +209,72 @@ fn documents(output: &str) -> String {
     manifest
 }
 
+/// A Helm release name: DNS-1123, at most 53 characters (as Helm requires), so it can never be
+/// read as a flag or a path.
+fn check_release_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 53
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        bail!(
+            "Helm release name {name:?} is not a DNS-1123 name of at most 53 characters (spec.hydrate.helm.releaseName, or the app's name)"
+        )
+    }
+}
+
+/// Kustomize fetches remote bases (`https://…`, `github.com/…?ref=…`) by itself: hydrated
+/// output must follow from the source commit alone, so every kustomization in the tree names
+/// local files only.
+fn refuse_remote_resources(root: &Path) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    collect_all(root, &mut files)?;
+    for file in files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        if !matches!(
+            name.as_deref(),
+            Some("kustomization.yaml" | "kustomization.yml" | "Kustomization")
+        ) {
+            continue;
+        }
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read {shown}"))?;
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&text).with_context(|| format!("{shown} is not valid YAML"))?;
+        if doc.get("helmCharts").is_some() || doc.get("helmChartInflationGenerator").is_some() {
+            bail!(
+                "{shown} inflates Helm charts: render the chart as an app of its own (a source path with Chart.yaml)"
+            );
+        }
+        for key in ["resources", "bases", "components", "crds"] {
+            for entry in doc[key].as_array().into_iter().flatten() {
+                let entry = entry.as_str().unwrap_or_default();
+                let remote = entry.contains("://")
+                    || entry.contains("?ref=")
+                    || entry.starts_with("git@")
+                    || entry.starts_with("github.com/")
+                    || entry.starts_with("gitlab.com/");
+                if remote {
+                    bail!(
+                        "{shown} names the remote {key} entry {entry:?}: hydration renders only what the source commit holds (vendor it into the repository)"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The chart's `version` must be the pinned one.
 fn check_chart_version(dir: &Path, shown: &str, pinned: Option<&str>) -> anyhow::Result<()> {
     let Some(pinned) = pinned else {
@@ -248,6 +315,20 @@ fn inside(path: &str) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+fn collect_all(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_all(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {

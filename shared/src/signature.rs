@@ -69,6 +69,8 @@ pub enum SignatureMode {
 /// Who signed a commit, as a person recognises the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signer {
+    /// None: in strict mode, the seal commit itself (the last one that need not be signed).
+    Seal,
     /// An SSH key of the allowed_signers list.
     Ssh {
         /// The principals of its allowed_signers line, as written there.
@@ -88,6 +90,7 @@ pub enum Signer {
 impl fmt::Display for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Signer::Seal => f.write_str("no key: it is the project's seal commit"),
             Signer::Ssh {
                 principals,
                 fingerprint,
@@ -1016,8 +1019,12 @@ pub fn verify_since_seal(
     keyring: &Keyring,
     verified: &mut HashSet<ObjectId>,
 ) -> Result<Signer, SignatureError> {
+    // The seal is the last commit that need not be signed.
+    if commit == seal {
+        return Ok(Signer::Seal);
+    }
     let signer = verify_commit(repo, commit, keyring)?;
-    if commit == seal || verified.contains(&commit) {
+    if verified.contains(&commit) {
         return Ok(signer);
     }
     match repo.merge_base(seal, commit) {

@@ -18,8 +18,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gix::ObjectId;
-use kube::Api;
+use kube::{Api, ResourceExt as _};
 use shared::app::App;
+use shared::project::Project;
 use similar::TextDiff;
 
 use crate::exit::Code;
@@ -75,6 +76,11 @@ pub struct HydrateArgs {
     /// Sign the commit with this OpenSSH private key (as `git commit -S` with gpg.format=ssh).
     #[arg(long, env = "KUBECTL_GITOPS_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// Sign on top of a commit the app's project would not sync (e.g. the first hydration onto
+    /// a branch that started unsigned). Without it, a signed hydration needs a trusted parent:
+    /// a signature vouches for the whole tree.
+    #[arg(long, requires = "signing_key")]
+    pub allow_unsigned_parent: bool,
     /// The committer and author of hydrated commits.
     #[arg(long, env = "KUBECTL_GITOPS_COMMITTER", default_value = DEFAULT_COMMITTER,
           value_name = "NAME <EMAIL>")]
@@ -98,8 +104,8 @@ pub struct HydrateArgs {
 }
 
 pub async fn run(args: HydrateArgs, kube: &KubeArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
-    let app = match (&args.filename, &args.name) {
-        (Some(file), _) => read_app(file)?,
+    let (app, project) = match (&args.filename, &args.name) {
+        (Some(file), _) => (read_app(file)?, None),
         (None, Some(name)) => {
             let ctx = kube.connect().await?;
             let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -108,7 +114,8 @@ pub async fn run(args: HydrateArgs, kube: &KubeArgs, out: &mut dyn Write) -> any
                 .await
                 .with_context(|| format!("cannot read app {}/{name}", ctx.namespace))?;
             app.metadata.namespace.get_or_insert(ctx.namespace.clone());
-            app
+            let project = crate::engine::project(&ctx.client, &app).await?;
+            (app, Some(project))
         }
         (None, None) => bail!("name an app, or give its manifest with -f"),
     };
@@ -116,7 +123,7 @@ pub async fn run(args: HydrateArgs, kube: &KubeArgs, out: &mut dyn Write) -> any
         helm: args.helm.clone(),
         kubectl: args.kubectl.clone(),
     };
-    tokio::task::block_in_place(|| hydrate(&args, &app, &tools, out))
+    tokio::task::block_in_place(|| hydrate(&args, &app, project.as_ref(), &tools, out))
 }
 
 fn read_app(file: &std::path::Path) -> anyhow::Result<App> {
@@ -130,6 +137,7 @@ fn read_app(file: &std::path::Path) -> anyhow::Result<App> {
 fn hydrate(
     args: &HydrateArgs,
     app: &App,
+    project: Option<&Project>,
     tools: &Tools,
     out: &mut dyn Write,
 ) -> anyhow::Result<Code> {
@@ -139,8 +147,23 @@ fn hydrate(
             "app {key} has no spec.hydrate: say where its source is (kubectl gitops app add --source-branch BRANCH --source-path DIR)"
         )
     })?;
-    let repo = gix::discover(&args.repo)
+    // The source branch is one the app's project lets it use, as its protected branch is.
+    if let Some(project) = project {
+        let mut probe = app.clone();
+        probe.spec.branch = source.source_branch.clone();
+        project.permits_app(&probe).with_context(|| {
+            format!(
+                "app {key}: its project does not permit its source branch {}",
+                source.source_branch
+            )
+        })?;
+    }
+    let mut repo = gix::discover(&args.repo)
         .with_context(|| format!("{} is not a Git repository", args.repo.display()))?;
+    // The branch's reflog names a committer: the hydrator's, where Git's configuration has none.
+    let person = signature(&args.committer)?;
+    repo.committer_or_set_fallback(person.name.clone(), person.email.clone())
+        .context("cannot set the committer of the reflog")?;
     let source_commit = match &args.source {
         Some(rev) => resolve(&repo, rev)
             .with_context(|| format!("--source {rev}: no such commit in {}", args.repo.display()))?,
@@ -279,7 +302,6 @@ fn hydrate(
         source_path = source.source_path,
         source_branch = source.source_branch,
     );
-    let person = signature(&args.committer)?;
     let mut commit = gix::objs::Commit {
         tree,
         parents: parent.into_iter().collect(),
@@ -290,6 +312,25 @@ fn hydrate(
         extra_headers: Vec::new(),
     };
     let mut signed_by = String::new();
+    if let (Some(_), Some(parent), Some(project)) = (&args.signing_key, parent, project)
+        && let Some(policy) = &project.spec.signatures
+        && !args.allow_unsigned_parent
+    {
+        // A signature vouches for the whole tree, not only the app's path: never on top of a
+        // commit the project would not sync.
+        let keyring = shared::signature::Keyring::from_policy(policy).map_err(|e| {
+            anyhow::anyhow!(
+                "project {}: its signature policy is not valid: {e}",
+                project.name_any()
+            )
+        })?;
+        shared::signature::check(&repo, parent, &keyring, &mut Default::default()).map_err(|e| {
+            anyhow::anyhow!(
+                "{branch} is at a commit project {} would not sync: {e}; a signed commit vouches for its whole tree, so the hydrator signs only on top of a trusted one (--allow-unsigned-parent overrides, e.g. for the first hydration)",
+                project.name_any()
+            )
+        })?;
+    }
     if let Some(key_file) = &args.signing_key {
         let text = std::fs::read_to_string(key_file)
             .with_context(|| format!("cannot read --signing-key {}", key_file.display()))?;

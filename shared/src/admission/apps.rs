@@ -110,14 +110,20 @@ fn repointed(old: &App, new: &App) -> Result<(), Violation> {
             (before != after).then(|| format!("spec.{name} from {before:?} to {after:?}"))
         })
         .collect();
+    let mut changed = changed;
+    // What `kubectl gitops hydrate` renders and signs: its source branch, path and values.
+    if old.spec.hydrate != new.spec.hydrate {
+        changed.push("spec.hydrate".to_owned());
+    }
     if changed.is_empty() {
         return Ok(());
     }
     Err(violation(
         Reason::AppRepointed,
         format!(
-            "the write changes {}; an app changes where it syncs from, where to and its project \
-             only when the change comes from Git (or delete it and define it again)",
+            "the write changes {}; an app changes where it syncs from, where to, its project and \
+             its hydration source only when the change comes from Git (or delete it and define \
+             it again)",
             changed.join(", ")
         ),
     )

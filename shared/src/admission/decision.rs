@@ -314,7 +314,12 @@ impl Decision<'_> {
                 ))
             });
         }
-        super::signed::check(self.knowledge, &project, &app, commit)?;
+        // The stable copy of a rollout runs the commit the rollout started from, which may
+        // predate the project's signature policy; the rollout's canary commit must satisfy it.
+        match self.rollout_from(&app, commit) {
+            Some(canary) => super::signed::check(self.knowledge, &project, &app, &canary)?,
+            None => super::signed::check(self.knowledge, &project, &app, commit)?,
+        }
         let path = crate::git::normalise_path(&provenance.source_path);
         let root = crate::git::normalise_path(&app.spec.path);
         let inside = root.is_empty() || path == root || path.starts_with(&format!("{root}/"));
@@ -603,6 +608,22 @@ impl Decision<'_> {
     /// For `<target>-stable`: the target as the file declares it, when a rollout under way keeps
     /// a stable copy of it at exactly this commit; with the replicas the rollout gives it (of the
     /// replicas Git declares at the canary's commit: the status's own count is not trusted).
+    /// The canary commit of the rollout under way whose stable copy this write is, stamped with
+    /// its stable commit `commit`.
+    fn rollout_from(&self, app: &App, commit: &str) -> Option<String> {
+        if !self.is_deployment() {
+            return None;
+        }
+        let namespace = self.request.namespace()?;
+        let target = canary::target_of_stable(self.request.name())?;
+        let strategy = self.knowledge.rollout(&app.key(), namespace, target)?;
+        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
+        if status.stable_commit.as_deref() != Some(commit) {
+            return None;
+        }
+        status.canary_commit.clone()
+    }
+
     fn stable_copy_of(
         &self,
         app: &App,

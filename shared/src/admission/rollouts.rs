@@ -117,6 +117,11 @@ pub(crate) fn status(
             || after.stable_commit != before.stable_commit;
         if changed {
             on_branch(canary)?;
+            // What a rollout rolls out is what a sync may apply: signed, if the project says so.
+            if let Some(project) = knowledge.project(&app.spec.project) {
+                super::signed::check(knowledge, &project, &app, canary)
+                    .map_err(Violation::for_members)?;
+            }
             let newer = canary != stable && !git(knowledge.is_ancestor(&app, canary, stable))?;
             if !newer && rollback != Some(canary) {
                 return Err(forged(format!(

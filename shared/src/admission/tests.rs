@@ -1621,12 +1621,7 @@ fn a_project_that_requires_signatures_refuses_writes_of_a_commit_that_fails_them
     // Without a policy, signatures are not asked about.
     assert!(decide_now(&h, &update(&old, &new, "alice", &[])).allowed);
 
-    let mut project = (*h.project.clone().expect("a project")).clone();
-    project.spec.signatures = Some(crate::signature::SignaturePolicy {
-        ssh_allowed_signers: "alice@example.com ssh-ed25519 AAAA".into(),
-        ..Default::default()
-    });
-    h.project = Some(Arc::new(project));
+    requiring_signatures(&mut h);
     let verdict = decide_now(&h, &update(&old, &new, "alice", &[]));
     assert!(!verdict.allowed);
     assert_eq!(verdict.reason, Reason::Unsigned, "{}", verdict.message);
@@ -1654,4 +1649,71 @@ fn a_project_that_requires_signatures_refuses_writes_of_a_commit_that_fails_them
         "{}",
         delete.message
     );
+}
+
+/// A project that requires signatures over `h`, whose fixture history says which commits pass.
+fn requiring_signatures(h: &mut History) {
+    let mut project = (*h.project.clone().expect("a project")).clone();
+    project.spec.signatures = Some(crate::signature::SignaturePolicy {
+        ssh_allowed_signers: "alice@example.com ssh-ed25519 AAAA".into(),
+        ..Default::default()
+    });
+    h.project = Some(Arc::new(project));
+}
+
+#[test]
+fn a_rollout_from_a_commit_older_than_the_signature_policy_keeps_its_stable_copy() {
+    let mut h = history(Enforcement::Enforce);
+    h.rollout = Some(rolling_out(50));
+    // c1, rolled out before the project asked for signatures, is unsigned; c2 is signed.
+    h.unsigned = vec!["c1"];
+    requiring_signatures(&mut h);
+    let mut stamped = declared("Deployment", "c1");
+    Provenance {
+        commit: "c1".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut stamped);
+    let applied = canary::stable_copy(&stamped, 1);
+    let mut copy = applied.clone();
+    copy["metadata"]["namespace"] = "shop".into();
+    copy["spec"]["revisionHistoryLimit"] = 10.into();
+    owned_by(&mut copy, "kubectl-gitops", &applied);
+    let verdict = decide_now(&h, &create(&copy, "agent"));
+    assert!(verdict.allowed, "{}", verdict.message);
+    // Unless what the rollout rolls out fails the policy.
+    h.unsigned = vec!["c1", "c2"];
+    let verdict = decide_now(&h, &create(&copy, "agent"));
+    assert_eq!(verdict.reason, Reason::Unsigned, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("commit c2 is not signed"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn an_apps_hydration_source_changes_only_from_git() {
+    let h = history(Enforcement::Enforce);
+    let mut old = serde_json::to_value(&*h.app).expect("an app serialises");
+    old["spec"]["hydrate"] = json!({"sourceBranch": "source", "sourcePath": "charts/web"});
+    let mut other = old.clone();
+    other["spec"]["hydrate"]["sourceBranch"] = "attacker-wip".into();
+    let mut request = update(&old, &other, "mallory", &[]);
+    request.kind.kind = "App".into();
+    let verdict = decide_in(&h, &request, Scope::Apps);
+    assert_eq!(verdict.reason, Reason::AppRepointed, "{}", verdict.message);
+    assert!(
+        verdict.message.contains("spec.hydrate"),
+        "{}",
+        verdict.message
+    );
+    // Labels and the interval stay the app creator's.
+    let mut relabelled = old.clone();
+    relabelled["spec"]["intervalSeconds"] = 60.into();
+    let mut request = update(&old, &relabelled, "mallory", &[]);
+    request.kind.kind = "App".into();
+    assert!(decide_in(&h, &request, Scope::Apps).allowed);
 }
