@@ -43,9 +43,23 @@ impl Kind {
 }
 
 /// The executables that render.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Tools {
+    /// The helm executable, for a chart.
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_HELM",
+        default_value = "helm",
+        value_name = "PATH"
+    )]
     pub helm: PathBuf,
+    /// The kubectl executable whose built-in kustomize renders an overlay.
+    #[arg(
+        long,
+        env = "KUBECTL_GITOPS_KUBECTL",
+        default_value = "kubectl",
+        value_name = "PATH"
+    )]
     pub kubectl: PathBuf,
 }
 

@@ -85,22 +85,8 @@ pub struct HydrateArgs {
     #[arg(long, env = "KUBECTL_GITOPS_COMMITTER", default_value = DEFAULT_COMMITTER,
           value_name = "NAME <EMAIL>")]
     pub committer: String,
-    /// The helm executable.
-    #[arg(
-        long,
-        env = "KUBECTL_GITOPS_HELM",
-        default_value = "helm",
-        value_name = "PATH"
-    )]
-    pub helm: PathBuf,
-    /// The kubectl executable whose built-in kustomize renders overlays.
-    #[arg(
-        long,
-        env = "KUBECTL_GITOPS_KUBECTL",
-        default_value = "kubectl",
-        value_name = "PATH"
-    )]
-    pub kubectl: PathBuf,
+    #[command(flatten)]
+    pub tools: Tools,
 }
 
 pub async fn run(args: HydrateArgs, kube: &KubeArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
@@ -119,11 +105,7 @@ pub async fn run(args: HydrateArgs, kube: &KubeArgs, out: &mut dyn Write) -> any
         }
         (None, None) => bail!("name an app, or give its manifest with -f"),
     };
-    let tools = Tools {
-        helm: args.helm.clone(),
-        kubectl: args.kubectl.clone(),
-    };
-    tokio::task::block_in_place(|| hydrate(&args, &app, project.as_ref(), &tools, out))
+    tokio::task::block_in_place(|| hydrate(&args, &app, project.as_ref(), &args.tools, out))
 }
 
 fn read_app(file: &std::path::Path) -> anyhow::Result<App> {

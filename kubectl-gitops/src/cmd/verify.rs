@@ -34,22 +34,8 @@ pub struct VerifyArgs {
     /// A chart's values file, relative to the chart (repeatable; later ones win).
     #[arg(long = "helm-values", value_name = "FILE")]
     pub helm_values: Vec<String>,
-    /// The helm executable, for a chart.
-    #[arg(
-        long,
-        env = "KUBECTL_GITOPS_HELM",
-        default_value = "helm",
-        value_name = "PATH"
-    )]
-    pub helm: PathBuf,
-    /// The kubectl executable whose built-in kustomize renders an overlay.
-    #[arg(
-        long,
-        env = "KUBECTL_GITOPS_KUBECTL",
-        default_value = "kubectl",
-        value_name = "PATH"
-    )]
-    pub kubectl: PathBuf,
+    #[command(flatten)]
+    pub tools: render::Tools,
 }
 
 pub fn run(args: VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Code> {
@@ -97,13 +83,9 @@ fn verify_source(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Optio
         value_files: args.helm_values.clone(),
         ..Default::default()
     });
-    let tools = render::Tools {
-        helm: args.helm.clone(),
-        kubectl: args.kubectl.clone(),
-    };
     let location = format!("{source} (rendered).yaml");
     let rendered = render::render(
-        &tools,
+        &args.tools,
         root,
         &source,
         "verify",

@@ -608,20 +608,26 @@ impl Decision<'_> {
     /// For `<target>-stable`: the target as the file declares it, when a rollout under way keeps
     /// a stable copy of it at exactly this commit; with the replicas the rollout gives it (of the
     /// replicas Git declares at the canary's commit: the status's own count is not trusted).
-    /// The canary commit of the rollout under way whose stable copy this write is, stamped with
-    /// its stable commit `commit`.
-    fn rollout_from(&self, app: &App, commit: &str) -> Option<String> {
+    /// The target and status of the rollout under way whose stable copy this write is, stamped
+    /// with its stable commit `commit`.
+    fn stable_copy_rollout<'r>(
+        &'r self,
+        app: &App,
+        commit: &str,
+    ) -> Option<(&'r str, canary::CanaryStatus)> {
         if !self.is_deployment() {
             return None;
         }
         let namespace = self.request.namespace()?;
         let target = canary::target_of_stable(self.request.name())?;
         let strategy = self.knowledge.rollout(&app.key(), namespace, target)?;
-        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
-        if status.stable_commit.as_deref() != Some(commit) {
-            return None;
-        }
-        status.canary_commit.clone()
+        let status = strategy.status.clone().filter(|s| s.in_rollout())?;
+        (status.stable_commit.as_deref() == Some(commit)).then_some((target, status))
+    }
+
+    /// The canary commit of the rollout under way whose stable copy this write is.
+    fn rollout_from(&self, app: &App, commit: &str) -> Option<String> {
+        self.stable_copy_rollout(app, commit)?.1.canary_commit
     }
 
     fn stable_copy_of(
@@ -631,16 +637,8 @@ impl Decision<'_> {
         commit: &str,
         path: &str,
     ) -> Option<(Manifest, i64)> {
-        if !self.is_deployment() {
-            return None;
-        }
+        let (target, status) = self.stable_copy_rollout(app, commit)?;
         let namespace = self.request.namespace()?;
-        let target = canary::target_of_stable(self.request.name())?;
-        let strategy = self.knowledge.rollout(&app.key(), namespace, target)?;
-        let status = strategy.status.as_ref().filter(|s| s.in_rollout())?;
-        if status.stable_commit.as_deref() != Some(commit) {
-            return None;
-        }
         let is_target = |m: &&Manifest| {
             m.kind() == "Deployment"
                 && m.group_version().0 == "apps"
