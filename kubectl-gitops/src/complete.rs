@@ -194,9 +194,10 @@ fn names_for(path: &[String], arg: &Arg) -> Option<Names> {
     match (path.as_slice(), arg.get_id().as_str()) {
         (_, "namespace") => Some(Names::Namespaces),
         (_, "context") => Some(Names::Contexts),
-        (["sync" | "diff" | "history" | "status"] | ["app", "get" | "delete"], "name") => {
-            Some(Names::Apps)
-        }
+        (
+            ["sync" | "diff" | "history" | "status" | "hydrate"] | ["app", "get" | "delete"],
+            "name",
+        ) => Some(Names::Apps),
         (
             [
                 "rollout",
