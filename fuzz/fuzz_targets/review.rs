@@ -18,9 +18,9 @@ use serde_json::Value;
 use shared::admission::fixture::{self, History};
 use shared::admission::{self, AdmissionReview, Outcome, Policy, Scope};
 use shared::app::{App, AppStatus};
-use shared::project::Enforcement;
 use shared::canary::{Canary, CanarySpec, CanaryStatus, Phase};
 use shared::manifest::Manifest;
+use shared::project::Enforcement;
 
 /// App `shop/web` of project `shop` with the decision's in-memory history
 /// (`shared::admission::fixture`: commits c1 ← c2 on main, a ConfigMap and a Deployment in
@@ -73,7 +73,16 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Enforcement::Enforce
     };
-    let project = (knobs["noProject"] != true).then(|| Arc::new(fixture::project(enforcement)));
+    let project = (knobs["noProject"] != true).then(|| {
+        let mut project = fixture::project(enforcement);
+        if knobs["signatures"] == true {
+            project.spec.signatures = Some(shared::signature::SignaturePolicy {
+                ssh_allowed_signers: "fuzz@example.com ssh-ed25519 AAAA".into(),
+                ..Default::default()
+            });
+        }
+        Arc::new(project)
+    });
     let status = match &knobs["rollout"] {
         Value::Null => (data.len() % 2 == 1).then(default_rollout),
         given => serde_json::from_value::<CanaryStatus>(given.clone()).ok(),
@@ -96,6 +105,12 @@ fuzz_target!(|data: &[u8]| {
         project,
         files: FIXTURE.files.clone(),
         rollout,
+        // With knob `signatures`, a project that requires them, which c2 fails on some inputs.
+        unsigned: if data.len() % 5 == 0 {
+            vec!["c2"]
+        } else {
+            Vec::new()
+        },
     };
 
     // The parent of a scale (or an eviction) is the live object, read by the webhook; the
