@@ -274,13 +274,13 @@ spec:
 YAML
 git add --all && git commit --quiet -m "cache: chart 0.1.0"
 git checkout --quiet main
-kubectl gitops verify "$repo/charts/cache" --helm-values values-demo.yaml
+kubectl gitops verify --repo "$repo" --commit source charts/cache --helm-values values-demo.yaml
 
 step "a project that requires commits signed by the hydrator's SSH key, and an app hydrated from the chart"
 rm -f "$state/hydrator" "$state/hydrator.pub"
 ssh-keygen -q -t ed25519 -N "" -C hydrator@demo.invalid -f "$state/hydrator"
 echo "hydrator@demo.invalid $(cat "$state/hydrator.pub")" > "$state/allowed_signers"
-kubectl gitops project add demo-signed --repo "$url" --destination demo --sync-service-account gitops-sync \
+kubectl gitops project add demo-signed --repo "$url" --branch main --branch source --destination demo --sync-service-account gitops-sync \
   --require-signatures head --ssh-allowed-signers "$state/allowed_signers" --overwrite
 kubectl gitops -n demo app delete cache >/dev/null 2>&1 || true
 kubectl gitops -n demo app add cache --repo "$url" --path apps/cache --project demo-signed --interval 10 \
