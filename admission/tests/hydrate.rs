@@ -742,12 +742,33 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
         "settings 4, by a stranger",
         Signing::Ssh("stranger"),
     );
+    let untrusted = format!(
+        "commit {stranger} is signed by SSH key {}, which the project does not trust",
+        keys.fingerprint("stranger")
+    );
     let refused = gitops.run(&["sync", "web"]);
-    refused.assert_failed_saying(&[
-        &format!("commit {stranger}"),
-        &keys.fingerprint("stranger"),
-        "does not trust",
-    ]);
+    refused.assert_failed_saying(&[&untrusted]);
+    // The webhook and the agent say the same.
+    let mut live = kubectl.json(&["get", "configmap", "settings", "-n", &ns.name]);
+    live["metadata"]["annotations"]["gitops.kubectl-gitops.dev/commit"] = stranger.clone().into();
+    live["data"]["value"] = "4".into();
+    let write = kubectl.run_with_input(&["replace", "-f", "-"], Some(&live.to_string()));
+    assert_refused(&write, "unsigned", &[&untrusted]);
+    let agent = Agent::start(&gitops, "signed-agent-2");
+    gitops.ok(&["sync", "web", "--async"]);
+    wait::until("the agent refuses the stranger's commit", LONG, || {
+        let status = app_status(&ns.name, "web");
+        let says = status["history"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&untrusted));
+        if says {
+            Ok(())
+        } else {
+            Err(format!("{status:#}\n{}", agent.log()))
+        }
+    });
+    drop(agent);
+    assert_eq!(value(), "2");
 
     // Signed again by the hydrator: head mode syncs it.
     std::fs::write(
