@@ -11,6 +11,7 @@ bash scripts/install-helm.sh
 bash scripts/install-prometheus.sh
 bash scripts/install-node-packages.sh
 bash scripts/install-signing-tools.sh
+bash scripts/install-browser.sh
 bash scripts/install-krew.sh
 bash scripts/build-localcluster.sh
 cargo build --workspace --all-targets --locked

@@ -58,6 +58,8 @@ pub enum Command {
     Hydrate(cmd::hydrate::HydrateArgs),
     /// Check that manifests load and validate, in a working tree or at a commit.
     Verify(cmd::verify::VerifyArgs),
+    /// Serve a local web page of apps, drift, refused writes and rollouts (loopback, your RBAC).
+    Dashboard(cmd::dashboard::DashboardArgs),
     /// Reconcile every app on its interval and on request (runs in the cluster; one leader).
     Agent(cmd::agent::AgentArgs),
     /// Print the CustomResourceDefinitions: App, Project, Canary and AuditRecord.
@@ -154,6 +156,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<exit::Code> {
             cmd::project::run(command, &cli.kube.connect().await?, out).await
         }
         Command::Agent(args) => cmd::agent::run(args, &cli.kube).await,
+        Command::Dashboard(args) => cmd::dashboard::run(args, &cli.kube, out).await,
         Command::Diff(args) => Ok(cmd::diff::run(args, &cli.kube, out).await),
         Command::Sync(args) => cmd::sync::run(args, &cli.kube.connect().await?, out).await,
         Command::Status(args) => cmd::status::run(args, &cli.kube.connect().await?, out).await,

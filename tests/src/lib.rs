@@ -5,6 +5,7 @@
 //! starts it), or else one this process starts with `.tools/bin/localcluster` and that stops by
 //! itself when this process exits.
 
+pub mod browser;
 pub mod cluster;
 pub mod git;
 pub mod gitops;

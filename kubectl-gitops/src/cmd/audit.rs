@@ -157,7 +157,7 @@ fn matches(record: &AuditRecord, args: &AuditArgs, since: Option<jiff::Timestamp
 }
 
 /// `90s`, `30m`, `2h`, `7d` before now, or an RFC 3339 time.
-fn parse_since(text: &str) -> anyhow::Result<jiff::Timestamp> {
+pub(crate) fn parse_since(text: &str) -> anyhow::Result<jiff::Timestamp> {
     if let Ok(at) = text.parse::<jiff::Timestamp>() {
         return Ok(at);
     }

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod app;
 pub mod audit;
+pub mod dashboard;
 pub mod diff;
 pub mod history;
 pub mod hydrate;

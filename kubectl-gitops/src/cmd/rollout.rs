@@ -196,7 +196,7 @@ pub struct PodView {
     pub phase: String,
 }
 
-fn describe(step: &Step) -> String {
+pub(crate) fn describe(step: &Step) -> String {
     if let Some(w) = step.set_weight {
         return format!("setWeight {w}");
     }
@@ -219,7 +219,7 @@ fn describe(step: &Step) -> String {
     "-".into()
 }
 
-fn view(c: &Canary) -> RolloutView {
+pub(crate) fn view(c: &Canary) -> RolloutView {
     let status = c.status.clone().unwrap_or_default();
     let total = status.replicas.unwrap_or(0);
     let (stable, canary_replicas) = canary::split(total, status.weight_in_force());
@@ -389,6 +389,28 @@ async fn status(
     }
 }
 
+/// The view of a strategy with its Deployments, their ReplicaSets and pods.
+pub(crate) async fn with_revisions(client: &Client, found: &Canary) -> anyhow::Result<RolloutView> {
+    let ns = found.namespace().unwrap_or_default();
+    let mut v = view(found);
+    let target = found.spec.target.clone();
+    let in_rollout = found.status.as_ref().is_some_and(|s| s.in_rollout());
+    if let Some(r) = revision(
+        client,
+        &ns,
+        &target,
+        if in_rollout { "canary" } else { "stable" },
+    )
+    .await?
+    {
+        v.revisions.push(r);
+    }
+    if let Some(r) = revision(client, &ns, &canary::stable_name(&target), "stable").await? {
+        v.revisions.push(r);
+    }
+    Ok(v)
+}
+
 async fn revision(
     client: &Client,
     ns: &str,
@@ -469,22 +491,7 @@ async fn get(
     out: &mut dyn Write,
 ) -> anyhow::Result<Code> {
     let found = rollout::find(client, ns, name).await?;
-    let mut v = view(&found);
-    let target = found.spec.target.clone();
-    let in_rollout = found.status.as_ref().is_some_and(|s| s.in_rollout());
-    if let Some(r) = revision(
-        client,
-        ns,
-        &target,
-        if in_rollout { "canary" } else { "stable" },
-    )
-    .await?
-    {
-        v.revisions.push(r);
-    }
-    if let Some(r) = revision(client, ns, &canary::stable_name(&target), "stable").await? {
-        v.revisions.push(r);
-    }
+    let v = with_revisions(client, &found).await?;
     if !matches!(format, Format::Table | Format::Wide) {
         output::structured(out, format, &v)?;
         return Ok(Code::Success);

@@ -45,6 +45,8 @@ pub struct AppView {
     pub name: String,
     pub repo_url: String,
     pub branch: String,
+    /// The project that permits the app.
+    pub project: String,
     pub branch_head: Option<String>,
     pub synced_commit: Option<String>,
     /// The source commit the synced commit was hydrated from (`kubectl gitops hydrate`).
@@ -54,6 +56,9 @@ pub struct AppView {
     pub sync: String,
     pub health: String,
     pub last_result: Option<String>,
+    /// When the last sync finished (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<String>,
     pub objects: usize,
     pub missing: Vec<String>,
     /// Objects whose provenance no longer names the synced commit or this app.
@@ -251,7 +256,7 @@ fn table(views: &[AppView], args: &StatusArgs) -> (Vec<&'static str>, Vec<Vec<St
     (headers, rows)
 }
 
-async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
+pub(crate) async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
     let mut status = app.status.clone().unwrap_or_default();
     // The branch may have moved since the last sync: ask the remote, not the recorded head.
     let mut warnings = Vec::new();
@@ -308,12 +313,14 @@ async fn view(client: &Client, app: &App) -> anyhow::Result<AppView> {
         name: app.name_any(),
         repo_url: app.spec.repo_url.clone(),
         branch: app.spec.branch.clone(),
+        project: app.spec.project.clone(),
         branch_head: status.branch_head.clone(),
         source_commit: status.synced_source().map(str::to_owned),
         synced_commit: synced,
         sync: sync.to_owned(),
         health: status.health.clone().unwrap_or_else(|| "Unknown".into()),
         last_result: status.history.first().map(|r| r.result.clone()),
+        last_sync: status.history.first().map(|r| r.time.clone()),
         objects: status.inventory.len(),
         missing,
         drifted,
