@@ -64,6 +64,27 @@ impl Drop for Dashboard {
     }
 }
 
+/// One HTTP/1.1 request to the dashboard at `url`, with `headers` (a `Host:` among them
+/// replaces the real one); the whole answer.
+fn raw_http(url: &str, method: &str, path: &str, headers: &[&str]) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("the dashboard answers");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers.iter().any(|h| h.starts_with("Host:")) {
+        request.push_str(&format!("Host: {address}\r\n"));
+    }
+    for header in headers {
+        request.push_str(&format!("{header}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 fn screenshot(browser: &Browser, name: &str) {
     browser.screenshot(&e2e::workspace_root().join(format!("docs/dashboard/{name}.png")));
 }
@@ -259,6 +280,28 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
     ]);
     assert_eq!(canary["status"]["phase"], "Paused", "nothing was promoted");
     drop(viewer);
+
+    // Another site the user has open cannot act through the dashboard (its form posts carry
+    // that site's Origin), nor read it under another host name (DNS rebinding).
+    let path = format!("/rollouts/{}/web/promote", ns.name);
+    let forged = raw_http(
+        &dashboard.url,
+        "POST",
+        &path,
+        &["Origin: http://evil.example"],
+    );
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    let rebound = raw_http(&dashboard.url, "GET", "/", &["Host: evil.example:3100"]);
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    let canary = kubectl.json(&[
+        "get",
+        "canaries.gitops.kubectl-gitops.dev",
+        "web",
+        "-n",
+        &ns.name,
+    ]);
+    assert_eq!(canary["status"]["phase"], "Paused", "nothing was promoted");
+
     browser.goto(&format!("{}/rollouts", dashboard.url));
     browser.click(&format!("{section} button[value='promote']"));
     wait::until(

@@ -58,6 +58,9 @@ struct Dashboard {
     /// `None`: every namespace.
     namespace: Option<String>,
     changes: broadcast::Sender<&'static str>,
+    /// `host:port` the dashboard is served at: the only Host it answers and the only Origin
+    /// whose forms it takes.
+    authority: String,
 }
 
 impl Dashboard {
@@ -89,11 +92,16 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<Code> {
     let ctx = kube.connect().await?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.address, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{} (--port)", args.address, args.port))?;
+    let bound = listener.local_addr()?;
     let (changes, _) = broadcast::channel(64);
     let dashboard = Dashboard {
         client: ctx.client.clone(),
         namespace: (!args.all_namespaces).then(|| ctx.namespace.clone()),
         changes,
+        authority: bound.to_string(),
     };
     watch::<App>(&dashboard, "apps");
     watch::<AuditRecord>(&dashboard, "audit");
@@ -109,12 +117,14 @@ pub async fn run(
         )
         .route("/events", get(events))
         .route("/assets/style.css", get(style))
-        .route("/assets/live.js", get(script))
-        .with_state(Arc::new(dashboard));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.address, args.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{} (--port)", args.address, args.port))?;
-    let bound = listener.local_addr()?;
+        .route("/assets/live.js", get(script));
+    let dashboard = Arc::new(dashboard);
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            dashboard.clone(),
+            same_origin,
+        ))
+        .with_state(dashboard);
     writeln!(out, "http://{bound}/")?;
     out.flush()?;
     eprintln!(
@@ -134,6 +144,45 @@ pub async fn run(
         .await
         .context("the dashboard's server failed")?;
     Ok(Code::Success)
+}
+
+/// A page on loopback is still reachable from every site the user's browser opens: requests
+/// that name another host (DNS rebinding) are refused, and so are actions posted from another
+/// origin (cross-site request forgery), before anything reads or writes the cluster.
+async fn same_origin(
+    State(d): State<Arc<Dashboard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (host, origin) = {
+        let get = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (get(header::HOST), get(header::ORIGIN))
+    };
+    if host.as_deref() != Some(d.authority.as_str()) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("the dashboard answers only as http://{}/", d.authority),
+        )
+            .into_response();
+    }
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !reads && origin != Some(format!("http://{}", d.authority)) {
+        return (
+            StatusCode::FORBIDDEN,
+            "actions are taken only from the dashboard's own pages",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Tells the pages about every change of a `K` in the dashboard's scope.
