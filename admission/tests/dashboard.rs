@@ -215,6 +215,54 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
     assert!(diff.contains("by hand"), "the attempted change: {diff}");
     screenshot(&browser, "audit");
 
+    // Thousands of records come in pages; filters narrow them.
+    let record = common::records(&ns.name)
+        .into_iter()
+        .next()
+        .expect("the refusal's record");
+    let items: Vec<Value> = (0..120)
+        .map(|i| {
+            let mut copy = serde_json::json!({
+                "apiVersion": record["apiVersion"],
+                "kind": record["kind"],
+                "metadata": {"name": format!("bulk-{i:03}"), "namespace": ns.name},
+                "spec": record["spec"],
+            });
+            copy["spec"]["user"] = format!("bulk-{}", i % 2).into();
+            copy["spec"]["time"] = format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60).into();
+            copy
+        })
+        .collect();
+    kubectl.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+    );
+    browser.goto(&format!("{}/audit", dashboard.url));
+    assert_eq!(browser.texts(".record").len(), 50, "50 a page");
+    let pager = browser.texts("nav[aria-label='pages']").join(" ");
+    assert!(pager.contains("page 1 of 3 (121 records)"), "{pager}");
+    let newest = browser.texts(".record .user");
+    assert_eq!(newest[0], "localcluster-admin", "newest first: {newest:?}");
+    browser.click("a[rel='next']");
+    wait::until("the second page", Duration::from_secs(10), || {
+        let pager = browser.texts("nav[aria-label='pages']").join(" ");
+        if pager.contains("page 2 of 3") {
+            Ok(())
+        } else {
+            Err(pager)
+        }
+    });
+    browser.goto(&format!("{}/audit?user=bulk-1&since=", dashboard.url));
+    let users = browser.texts(".record .user");
+    assert_eq!(users.len(), 50);
+    assert!(users.iter().all(|u| u == "bulk-1"), "{users:?}");
+    assert!(
+        browser
+            .texts("nav[aria-label='pages']")
+            .join(" ")
+            .contains("(60 records)"),
+        "the filter counts"
+    );
+
     // Rollouts: the page follows the agent through the steps; Promote promotes.
     browser.goto(&format!("{}/rollouts", dashboard.url));
     let section = format!("#rollout-{}-web", ns.name);

@@ -6,23 +6,31 @@
   var status = document.getElementById("connection");
   var topic = main ? main.dataset.topic : "";
   var pending = null;
+  var source = null;
   function refresh() {
     pending = null;
     fetch(window.location.href, { headers: { "X-Dashboard-Fragment": "1" } })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
-        // Keep focus and form input where they are while the content is replaced.
+        // Keep what someone is typing into a form while the content is replaced.
         var active = document.activeElement;
-        var keep = active && main.contains(active) && active.form;
-        if (!keep) { main.innerHTML = html; }
+        var typing = active && main.contains(active) && active.form;
+        if (!typing) { main.innerHTML = html; }
         main.dataset.updated = String(Date.now());
       })
       .catch(function () {});
   }
-  var source = new EventSource("/events");
-  source.addEventListener("change", function (e) {
-    if (e.data === topic && pending === null) { pending = setTimeout(refresh, 100); }
-  });
-  source.onopen = function () { status.textContent = "live"; };
-  source.onerror = function () { status.textContent = "reconnecting…"; };
+  function connect() {
+    source = new EventSource("/events");
+    source.addEventListener("change", function (e) {
+      if (e.data === topic && pending === null) { pending = setTimeout(refresh, 100); }
+    });
+    source.onopen = function () { status.textContent = "live"; };
+    source.onerror = function () { status.textContent = "reconnecting…"; };
+  }
+  // A page left behind (or kept in the back-forward cache) lets its connection go: browsers
+  // allow only a few per host, and the next page needs one.
+  window.addEventListener("pagehide", function () { if (source) { source.close(); source = null; } });
+  window.addEventListener("pageshow", function (e) { if (e.persisted || !source) { connect(); refresh(); } });
+  connect();
 })();
