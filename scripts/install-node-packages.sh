@@ -9,14 +9,4 @@ command -v runc >/dev/null || need+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
-if ((${#need[@]} == 0)); then
-  exit 0
-fi
-if [[ $(id -u) != 0 ]]; then
-  echo "install-node-packages: need root to install ${need[*]}" >&2
-  exit 1
-fi
-echo "installing ${need[*]} from Debian's archive" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null || true
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" ${need[@]+"${need[@]}"}
