@@ -48,12 +48,7 @@ fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &Path)]) -> Strin
     let output = Command::new(program)
         .args(args)
         .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "E2E Author")
-        .env("GIT_AUTHOR_EMAIL", "author@e2e.invalid")
-        .env("GIT_COMMITTER_NAME", "E2E Author")
-        .env("GIT_COMMITTER_EMAIL", "author@e2e.invalid")
+        .envs(e2e::git::ISOLATED)
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{program} runs: {e}"));

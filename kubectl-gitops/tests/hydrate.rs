@@ -32,22 +32,7 @@ fn hydrate(dir: &Path, app: &Path, extra: &[&str]) -> Output {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "E2E")
-        .env("GIT_AUTHOR_EMAIL", "e2e@e2e.invalid")
-        .env("GIT_COMMITTER_NAME", "E2E")
-        .env("GIT_COMMITTER_EMAIL", "e2e@e2e.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    e2e::git::git_in(dir, args)
 }
 
 fn clone(repo: &Repo, into: &Path, name: &str) -> PathBuf {

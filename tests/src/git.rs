@@ -4,6 +4,34 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The environment the suites run `git` in: none of the user's configuration, one author.
+pub const ISOLATED: [(&str, &str); 6] = [
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_AUTHOR_NAME", "E2E Author"),
+    ("GIT_AUTHOR_EMAIL", "author@e2e.invalid"),
+    ("GIT_COMMITTER_NAME", "E2E Author"),
+    ("GIT_COMMITTER_EMAIL", "author@e2e.invalid"),
+];
+
+/// Runs git in `dir` in the [`ISOLATED`] environment and returns its trimmed stdout; panics on
+/// failure.
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .envs(ISOLATED)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// A non-bare repository whose `main` branch tests commit to; fetched over `file://`.
 #[derive(Debug)]
 pub struct Repo {
@@ -38,24 +66,7 @@ impl Repo {
 
     /// Runs git in the repository and returns its trimmed stdout; panics on failure.
     pub fn git(&self, args: &[&str]) -> String {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "E2E Author")
-            .env("GIT_AUTHOR_EMAIL", "author@e2e.invalid")
-            .env("GIT_COMMITTER_NAME", "E2E Author")
-            .env("GIT_COMMITTER_EMAIL", "author@e2e.invalid")
-            .output()
-            .expect("git runs");
-        assert!(
-            output.status.success(),
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        git_in(self.path(), args)
     }
 
     /// Writes a file (creating directories).
