@@ -184,15 +184,7 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
     // Audit: a refused edit appears within two seconds, with no reload.
     browser.goto(&format!("{}/audit", dashboard.url));
     assert!(browser.texts(".record").is_empty(), "no record yet");
-    let edit = kubectl.run(&[
-        "patch",
-        "configmap",
-        "settings",
-        "-n",
-        &ns.name,
-        "-p",
-        r#"{"data":{"value":"by hand"}}"#,
-    ]);
+    let edit = common::edit(&ns.name, "by hand");
     let refused_at = Instant::now();
     assert_refused(&edit, "field-changed", &[]);
     wait::until(
@@ -269,6 +261,16 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
     repo.write("app/web.yaml", &web("registry.local/web:2"));
     repo.commit("web 2");
     gitops.ok(&["sync", "web", "--async"]);
+    let phase = || {
+        kubectl.json(&[
+            "get",
+            "canaries.gitops.kubectl-gitops.dev",
+            "web",
+            "-n",
+            &ns.name,
+        ])["status"]["phase"]
+            .clone()
+    };
     let shown = |what: &str| browser.attr(&section, what).unwrap_or_default();
     wait::until("the page shows the rollout paused at 25%", LONG, || match (
         shown("data-phase").as_str(),
@@ -319,14 +321,7 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
             }
         },
     );
-    let canary = kubectl.json(&[
-        "get",
-        "canaries.gitops.kubectl-gitops.dev",
-        "web",
-        "-n",
-        &ns.name,
-    ]);
-    assert_eq!(canary["status"]["phase"], "Paused", "nothing was promoted");
+    assert_eq!(phase(), "Paused", "nothing was promoted");
     drop(viewer);
 
     // Another site the user has open cannot act through the dashboard (its form posts carry
@@ -341,14 +336,7 @@ fn the_dashboard_shows_apps_refusals_and_rollouts_live_and_promotes() {
     assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
     let rebound = raw_http(&dashboard.url, "GET", "/", &["Host: evil.example:3100"]);
     assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
-    let canary = kubectl.json(&[
-        "get",
-        "canaries.gitops.kubectl-gitops.dev",
-        "web",
-        "-n",
-        &ns.name,
-    ]);
-    assert_eq!(canary["status"]["phase"], "Paused", "nothing was promoted");
+    assert_eq!(phase(), "Paused", "nothing was promoted");
 
     browser.goto(&format!("{}/rollouts", dashboard.url));
     browser.click(&format!("{section} button[value='promote']"));

@@ -662,12 +662,16 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
     // A commit Alice signed with OpenPGP.
     let checkout = clone(&repo, work.path());
     run(&checkout, "git", &["checkout", "--quiet", "main"], &[]);
-    std::fs::write(
-        checkout.join("apps/web/manifest.yaml"),
-        e2e::gitops::config_map("settings", "2"),
-    )
-    .expect("write");
-    keys.commit_and_push(&checkout, "settings 2, by Alice", Signing::OpenPgp);
+    // Commits `settings` with `value` on main, signed as `how` says, and pushes it.
+    let set_value = |value: &str, message: &str, how: Signing| {
+        std::fs::write(
+            checkout.join("apps/web/manifest.yaml"),
+            e2e::gitops::config_map("settings", value),
+        )
+        .expect("write");
+        keys.commit_and_push(&checkout, message, how)
+    };
+    set_value("2", "settings 2, by Alice", Signing::OpenPgp);
     let synced = gitops.run(&["sync", "web"]);
     assert_eq!(synced.code, Some(0), "{synced:?}");
     assert!(
@@ -680,12 +684,7 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
     assert_eq!(value(), "2");
 
     // An unsigned commit: sync refuses it, naming it; nothing changes.
-    std::fs::write(
-        checkout.join("apps/web/manifest.yaml"),
-        e2e::gitops::config_map("settings", "3"),
-    )
-    .expect("write");
-    let unsigned = keys.commit_and_push(&checkout, "settings 3, unsigned", Signing::Unsigned);
+    let unsigned = set_value("3", "settings 3, unsigned", Signing::Unsigned);
     let refused = gitops.run(&["sync", "web"]);
     refused.assert_failed_saying(&[
         &format!("commit {unsigned} is not signed"),
@@ -727,16 +726,7 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
     assert_eq!(value(), "2");
 
     // A commit signed by a key the project does not trust.
-    std::fs::write(
-        checkout.join("apps/web/manifest.yaml"),
-        e2e::gitops::config_map("settings", "4"),
-    )
-    .expect("write");
-    let stranger = keys.commit_and_push(
-        &checkout,
-        "settings 4, by a stranger",
-        Signing::Ssh("stranger"),
-    );
+    let stranger = set_value("4", "settings 4, by a stranger", Signing::Ssh("stranger"));
     let untrusted = format!(
         "commit {stranger} is signed by SSH key {}, which the project does not trust",
         keys.fingerprint("stranger")
@@ -766,12 +756,7 @@ fn a_project_that_requires_signatures_makes_sync_the_agent_and_the_webhook_refus
     assert_eq!(value(), "2");
 
     // Signed again by the hydrator: head mode syncs it.
-    std::fs::write(
-        checkout.join("apps/web/manifest.yaml"),
-        e2e::gitops::config_map("settings", "5"),
-    )
-    .expect("write");
-    let signed = keys.commit_and_push(&checkout, "settings 5", Signing::Ssh("hydrator"));
+    let signed = set_value("5", "settings 5", Signing::Ssh("hydrator"));
     gitops.ok(&["sync", "web"]);
     assert_eq!(value(), "5");
 

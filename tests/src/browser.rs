@@ -108,15 +108,22 @@ impl Browser {
         })
     }
 
+    /// Clicks the element `css` selects. A live page may replace it between finding and
+    /// clicking (a stale element): then it is found again, for up to 5 s.
     pub fn click(&self, css: &str) {
         self.runtime.block_on(async {
-            self.client()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"))
-                .click()
-                .await
-                .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+            let mut last = String::new();
+            for _ in 0..50 {
+                match self.client().find(Locator::Css(css)).await {
+                    Ok(element) => match element.click().await {
+                        Ok(()) => return,
+                        Err(e) => last = format!("cannot click {css}: {e}"),
+                    },
+                    Err(e) => last = format!("no {css}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{last}");
         });
     }
 
