@@ -288,7 +288,12 @@ impl Repo {
             |f| &mut f.signatures,
             CACHE_LIMIT,
             (key, commit),
-            || Ok(self.mirror.check_signatures(commit, policy)),
+            // A commit that could not be read (the mirror lacks part of its history) is not a
+            // verdict: asked again, not kept.
+            || match self.mirror.check_signatures(commit, policy) {
+                Err(why) if self.mirror.signature_unreadable(&why) => Err(why),
+                verdict => Ok(verdict),
+            },
         )
     }
 

@@ -207,6 +207,12 @@ impl Mirror {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether a refusal of [`Mirror::check_signatures`] only says that history could not be
+    /// read, so that asking again after a fetch may answer.
+    pub fn signature_unreadable(&self, why: &str) -> bool {
+        why.starts_with("cannot read commit ")
+    }
+
     /// The mirror's directory (a bare repository).
     pub fn git_dir(&self) -> PathBuf {
         self.dir.clone()

@@ -81,6 +81,15 @@ pub(crate) fn status(
         .filter(|s| Some(*s) != before.stable_commit.as_deref())
     {
         on_branch(stable)?;
+        // A stable copy runs its commit unchecked by signature (it may predate the project's
+        // policy): only commits that already ran (the app's synced commit, the rollback it
+        // records) may become stable without satisfying the policy.
+        let ran_before = status.is_some_and(|s| s.last_synced_commit.as_deref() == Some(stable))
+            || rollback == Some(stable);
+        if !ran_before && let Some(project) = knowledge.project(&app.spec.project) {
+            super::signed::check(knowledge, &project, &app, stable)
+                .map_err(Violation::for_members)?;
+        }
         let reference = before
             .stable_commit
             .clone()

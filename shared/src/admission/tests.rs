@@ -152,6 +152,24 @@ fn decide_in(history: &History, request: &AdmissionRequest, scope: Scope) -> Ver
     decide(request, scope, &Policy::default(), history, None, now)
 }
 
+/// The stable copy of Deployment `web` at c1, as the agent creates it during a rollout.
+fn stable_copy_at_c1() -> Value {
+    let mut stamped = declared("Deployment", "c1");
+    Provenance {
+        commit: "c1".into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut stamped);
+    let applied = canary::stable_copy(&stamped, 1);
+    let mut copy = applied.clone();
+    copy["metadata"]["namespace"] = "shop".into();
+    copy["spec"]["revisionHistoryLimit"] = 10.into();
+    owned_by(&mut copy, "kubectl-gitops", &applied);
+    copy
+}
+
 /// A rollout of `web` from c1 (stable) to c2 (canary) at `weight` percent.
 fn rolling_out(weight: i32) -> Arc<canary::Canary> {
     let mut strategy = canary::Canary::new(
@@ -195,19 +213,7 @@ fn a_rollout_explains_exactly_the_replicas_of_its_current_weight() {
     assert!(refused.rollout_may_be_stale);
 
     // The stable copy at the stable commit, with the other half.
-    let mut stamped = declared("Deployment", "c1");
-    Provenance {
-        commit: "c1".into(),
-        app: "shop/web".into(),
-        source_path: "web.yaml".into(),
-        app_uid: None,
-    }
-    .stamp(&mut stamped);
-    let applied = canary::stable_copy(&stamped, 1);
-    let mut copy = applied.clone();
-    copy["metadata"]["namespace"] = "shop".into();
-    copy["spec"]["revisionHistoryLimit"] = 10.into();
-    owned_by(&mut copy, "kubectl-gitops", &applied);
+    let copy = stable_copy_at_c1();
     let request = create(&copy, "agent");
     let verdict = decide_now(&h, &request);
     assert!(verdict.allowed, "{}", verdict.message);
@@ -1668,19 +1674,7 @@ fn a_rollout_from_a_commit_older_than_the_signature_policy_keeps_its_stable_copy
     // c1, rolled out before the project asked for signatures, is unsigned; c2 is signed.
     h.unsigned = vec!["c1"];
     requiring_signatures(&mut h);
-    let mut stamped = declared("Deployment", "c1");
-    Provenance {
-        commit: "c1".into(),
-        app: "shop/web".into(),
-        source_path: "web.yaml".into(),
-        app_uid: None,
-    }
-    .stamp(&mut stamped);
-    let applied = canary::stable_copy(&stamped, 1);
-    let mut copy = applied.clone();
-    copy["metadata"]["namespace"] = "shop".into();
-    copy["spec"]["revisionHistoryLimit"] = 10.into();
-    owned_by(&mut copy, "kubectl-gitops", &applied);
+    let copy = stable_copy_at_c1();
     let verdict = decide_now(&h, &create(&copy, "agent"));
     assert!(verdict.allowed, "{}", verdict.message);
     // Unless what the rollout rolls out fails the policy.
@@ -1716,4 +1710,51 @@ fn an_apps_hydration_source_changes_only_from_git() {
     let mut request = update(&old, &relabelled, "mallory", &[]);
     request.kind.kind = "App".into();
     assert!(decide_in(&h, &request, Scope::Apps).allowed);
+}
+
+#[test]
+fn a_rollouts_stable_commit_satisfies_the_signature_policy_unless_it_already_ran() {
+    let mut h = history(Enforcement::Enforce);
+    h.unsigned = vec!["c1"];
+    requiring_signatures(&mut h);
+    let canary = |status: Value| {
+        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
+        c["status"] = status;
+        Provenance {
+            commit: "c2".into(),
+            app: "shop/web".into(),
+            source_path: "web.yaml".into(),
+            app_uid: None,
+        }
+        .stamp(&mut c);
+        c
+    };
+    let mut write = update(
+        &canary(json!({})),
+        &canary(
+            json!({"phase": "Progressing", "weight": 50, "stableCommit": "c1", "canaryCommit": "c2"}),
+        ),
+        "alice",
+        &[],
+    );
+    write.resource.group = crate::provenance::API_GROUP.into();
+    write.resource.resource = "canaries".into();
+    write.sub_resource = Some("status".into());
+    // Unsigned c1 never ran (the app synced nothing): a status naming it as stable is forged.
+    let forged = decide_now(&h, &write);
+    assert_eq!(forged.reason, Reason::Unsigned, "{}", forged.message);
+    assert!(
+        forged.message.contains("commit c1 is not signed"),
+        "{}",
+        forged.message
+    );
+    // The app ran c1 before the policy: the rollout from it is the agent's.
+    let mut app = (*h.app).clone();
+    app.status = Some(crate::app::AppStatus {
+        last_synced_commit: Some("c1".into()),
+        ..Default::default()
+    });
+    h.app = Arc::new(app);
+    let verdict = decide_now(&h, &write);
+    assert!(verdict.allowed, "{}", verdict.message);
 }
