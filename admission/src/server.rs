@@ -27,6 +27,10 @@ use crate::audit::Auditor;
 use crate::knowledge::View;
 use crate::metrics::Metrics;
 
+/// The label of the ClusterRoles aggregated into the webhook's reads of the objects behind a scale
+/// or an eviction (`manifests/admission/rbac.yaml`).
+const PARENTS_AGGREGATION_LABEL: &str = "gitops.kubectl-gitops.dev/aggregate-to-admission-parents";
+
 /// A review as decided: with the kind of the live object behind a scale or an eviction, that
 /// object, and where its kind keeps the replicas (empty for a pod).
 type Reviewed = (Arc<AdmissionRequest>, Option<(Value, Vec<String>)>);
@@ -504,8 +508,21 @@ impl Webhook {
             Api::<DynamicObject>::all_with(client.clone(), &resource)
         };
         let found = api.get_opt(request.name()).await.map_err(|e| {
+            let grant = match &e {
+                kube::Error::Api(status) if status.code == 403 => format!(
+                    " (the webhook reads only the kinds its ClusterRole kubectl-gitops-admission-parents \
+                     aggregates: grant `get` on {} with a ClusterRole labelled \
+                     {PARENTS_AGGREGATION_LABEL}=true)",
+                    if r.group.is_empty() {
+                        r.resource.clone()
+                    } else {
+                        format!("{}.{}", r.resource, r.group)
+                    }
+                ),
+                _ => String::new(),
+            };
             format!(
-                "cannot read {} {namespace}/{} to check its {}: {e}",
+                "cannot read {} {namespace}/{} to check its {}: {e}{grant}",
                 r.resource,
                 request.name(),
                 subresource.unwrap_or_default()

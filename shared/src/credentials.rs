@@ -15,8 +15,10 @@ pub const PASSWORD_VAR: &str = "KUBECTL_GITOPS_GIT_PASSWORD";
 
 #[derive(Debug, Error)]
 pub enum CredentialsError {
-    #[error("cannot read the credentials Secret {namespace}/{name} of project {project}")]
+    #[error("cannot read the credentials Secret {namespace}/{name} of project {project}{hint}")]
     Read {
+        /// For a refusal: what the installed agent and webhook may read.
+        hint: String,
         namespace: String,
         name: String,
         project: String,
@@ -58,6 +60,14 @@ pub async fn for_app(
         .get(name)
         .await
         .map_err(|source| CredentialsError::Read {
+            hint: match &source {
+                kube::Error::Api(status) if status.code == 403 => format!(
+                    " (the installed agent and webhook read Secrets in their own namespace only; \
+                     to let them read this one, bind ClusterRole kubectl-gitops-credentials in \
+                     {namespace} to their service accounts)"
+                ),
+                _ => String::new(),
+            },
             namespace: namespace.clone(),
             name: name.clone(),
             project: project.name().to_owned(),
