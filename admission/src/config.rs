@@ -36,7 +36,7 @@ pub enum Target {
 /// Leases and access reviews, and status subresources (the server's and controllers') except a
 /// Canary's, which the decision trusts, and except a status write that changes the object's
 /// labels, annotations, owner references or finalizers (several kinds keep those from it).
-const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && request.resource.resource != 'events' && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries') || ";
+const NAMESPACED_SKIP: &str = "!(request.resource.group == 'gitops.kubectl-gitops.dev' && (request.resource.resource == 'apps' || (request.resource.resource == 'auditrecords' && request.operation == 'CREATE'))) && !(request.resource.resource == 'events' && request.resource.group in ['', 'events.k8s.io']) && !(request.resource.group in ['coordination.k8s.io', 'authorization.k8s.io', 'authentication.k8s.io']) && (!has(request.subResource) || request.subResource != 'status' || (request.resource.group == 'gitops.kubectl-gitops.dev' && request.resource.resource == 'canaries') || ";
 
 /// A CEL expression: the write changes the object's labels, annotations, owner references or
 /// finalizers (what a status or finalize subresource write keeps for some kinds).
@@ -244,6 +244,43 @@ pub fn guard_policy(name: &str, owners: &[String], break_glass_group: Option<&st
         "(request.operation == 'UPDATE' && object.webhooks.size() == oldObject.webhooks.size() && object.webhooks.all(w, oldObject.webhooks.exists(o, o.name == w.name && {})))",
         unchanged.join(" && ")
     ));
+    let mut rules = vec![json!({
+        "apiGroups": ["admissionregistration.k8s.io"], "apiVersions": ["*"],
+        "operations": ["UPDATE", "DELETE"],
+        "resources": ["validatingwebhookconfigurations"],
+        "resourceNames": [name]
+    })];
+    let mut validations = vec![json!({
+        "expression": format!("request.operation == 'CREATE' || {}", allowed.join(" || ")),
+        "messageExpression": format!("'ValidatingWebhookConfiguration {name} enforces that writes are traceable to Git: ' + request.userInfo.username + ' may not change or delete it (only the webhook itself, or a member of the break-glass group, may)'"),
+        "reason": "Forbidden"
+    })];
+    // A webhook's service account may create webhook configurations (to put its own back), and
+    // RBAC cannot name what is created: its token must not register another webhook that would
+    // be sent every write in the cluster, Secrets included, or refuse them all.
+    let accounts: Vec<&String> = owners
+        .iter()
+        .filter(|o| o.starts_with("system:serviceaccount:"))
+        .collect();
+    if !accounts.is_empty() {
+        let quoted: Vec<String> = accounts
+            .iter()
+            .map(|o| format!("'{}'", o.replace('\'', "")))
+            .collect();
+        rules.push(json!({
+            "apiGroups": ["admissionregistration.k8s.io"], "apiVersions": ["*"],
+            "operations": ["CREATE"],
+            "resources": ["validatingwebhookconfigurations"]
+        }));
+        validations.push(json!({
+            "expression": format!(
+                "request.operation != 'CREATE' || !(request.userInfo.username in [{}]) || object.metadata.name == '{name}'",
+                quoted.join(", ")
+            ),
+            "messageExpression": format!("request.userInfo.username + ' may create ValidatingWebhookConfiguration {name} only, not ' + object.metadata.name"),
+            "reason": "Forbidden"
+        }));
+    }
     [
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -251,17 +288,8 @@ pub fn guard_policy(name: &str, owners: &[String], break_glass_group: Option<&st
             "metadata": {"name": policy, "labels": {"app.kubernetes.io/name": "kubectl-gitops-admission"}},
             "spec": {
                 "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": ["admissionregistration.k8s.io"], "apiVersions": ["*"],
-                    "operations": ["UPDATE", "DELETE"],
-                    "resources": ["validatingwebhookconfigurations"],
-                    "resourceNames": [name]
-                }]},
-                "validations": [{
-                    "expression": allowed.join(" || "),
-                    "messageExpression": format!("'ValidatingWebhookConfiguration {name} enforces that writes are traceable to Git: ' + request.userInfo.username + ' may not change or delete it (only the webhook itself, or a member of the break-glass group, may)'"),
-                    "reason": "Forbidden"
-                }]
+                "matchConstraints": {"resourceRules": rules},
+                "validations": validations
             }
         }),
         json!({
