@@ -395,6 +395,20 @@ fn the_agent_writes_only_what_its_projects_account_may() {
         can(&["list", "secrets", "-n", &ns.name, "--as", agent_user]),
         "no"
     );
+    // It reads the credentials Secrets projects keep in its own namespace, and no other Secret.
+    assert_eq!(
+        can(&["get", "secrets", "-n", &ns.name, "--as", agent_user]),
+        "no",
+        "the agent may read the Secrets of an app's namespace"
+    );
+    assert_eq!(
+        can(&["get", "secrets", "-n", "kube-system", "--as", agent_user]),
+        "no"
+    );
+    assert_eq!(
+        can(&["get", "secrets", "-n", "kubectl-gitops", "--as", agent_user]),
+        "yes"
+    );
     // Nor may it act as any account until a platform admin grants that per namespace.
     let may_impersonate = || {
         can(&[

@@ -344,6 +344,80 @@ fn installed_with_apply_k_it_runs_in_the_cluster() {
         .count();
     assert_eq!(ready_endpoints, 2, "{endpoints}");
 
+    // Least privilege of the install: neither account reads a Secret outside its own namespace
+    // (where projects keep credentials) nor reaches a kubelet; the webhook reads only the objects
+    // behind a scale or an eviction; and its token, which may put its own configuration back,
+    // cannot register another webhook (which the apiserver would send every write to).
+    let webhook_user = format!("system:serviceaccount:{NS}:kubectl-gitops-admission");
+    let agent_user = format!("system:serviceaccount:{NS}:kubectl-gitops-agent");
+    let can = |user: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", user];
+        all.extend_from_slice(args);
+        kubectl.run(&all).stdout.trim().to_owned()
+    };
+    for user in [&webhook_user, &agent_user] {
+        for (args, expected) in [
+            (&["get", "secrets", "-n", "kube-system"][..], "no"),
+            (&["get", "secrets", "-n", "default"][..], "no"),
+            (&["get", "secrets", "-n", NS][..], "yes"),
+            (&["get", "nodes", "--subresource=proxy"][..], "no"),
+            (
+                &["get", "pods", "--subresource=exec", "-n", "default"][..],
+                "no",
+            ),
+            (&["create", "deployments", "-n", "default"][..], "no"),
+        ] {
+            assert_eq!(can(user, args), expected, "{user} {args:?}");
+        }
+    }
+    for (args, expected) in [
+        (&["get", "deployments", "-n", "default"][..], "yes"),
+        (&["get", "pods", "-n", "default"][..], "yes"),
+        (&["get", "configmaps", "-n", "default"][..], "no"),
+        (&["list", "pods", "-n", "default"][..], "no"),
+    ] {
+        assert_eq!(can(&webhook_user, args), expected, "webhook {args:?}");
+    }
+    let foreign = root().join("target/incluster-foreign-webhook.yaml");
+    std::fs::write(
+        &foreign,
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: incluster-foreign
+webhooks:
+- name: foreign.example.com
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Ignore
+  clientConfig: {url: "https://127.0.0.1:1/validate"}
+  namespaceSelector: {matchLabels: {incluster-foreign: "none"}}
+  rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [secrets]}]
+"#,
+    )
+    .expect("a manifest");
+    let foreign = foreign.to_string_lossy().into_owned();
+    until(
+        "the guard refuses the webhook's account another webhook",
+        Duration::from_secs(30),
+        || {
+            let created = kubectl.run(&["create", "-f", &foreign, "--as", &webhook_user]);
+            if created.success {
+                // The guard policy was not in force yet: take it back and try again.
+                kubectl.ok(&["delete", "-f", &foreign]);
+                return Err("created".to_owned());
+            }
+            if created
+                .stderr
+                .contains("may create ValidatingWebhookConfiguration kubectl-gitops-admission only")
+            {
+                Ok(())
+            } else {
+                Err(created.stderr)
+            }
+        },
+    );
+
     // An app, defined from the host with the plugin; everything after runs in the cluster.
     let repo = Repo::new();
     shop_files(&repo, "v1", 200, "hello");
@@ -482,6 +556,12 @@ spec:
                 })
         },
     );
+
+    // A scale is decided on its live Deployment, which the webhook may read: replicas Git sets
+    // stay Git's.
+    let scaled = kubectl.run(&["-n", SHOP, "scale", "deployment/web", "--replicas=5"]);
+    assert!(!scaled.success, "kubectl scale was admitted");
+    assert!(scaled.stderr.contains("scale-managed"), "{}", scaled.stderr);
 
     // A rolling restart of the webhook loses no admission call of a writer running throughout.
     let writer = Writer::start(&kubectl);
