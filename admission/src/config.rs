@@ -207,15 +207,34 @@ pub fn webhook_configuration(
 /// these in-process policies to them. Only `owners` (the webhook's own identity) and members of
 /// `break_glass_group` may change or delete it, and anyone may rotate its caBundle (cert-manager
 /// injects it). A cluster admin who deletes this policy first can still remove the webhook; the
-/// webhook then restores its configuration and records it.
-pub fn guard_policy(name: &str, owners: &[String], break_glass_group: Option<&str>) -> [Value; 2] {
+/// webhook then restores its configuration and records it. For a webhook in the cluster, whose
+/// owner's token a pod holds, the owners may point the configuration only at its Service `target`:
+/// a stolen token cannot have the apiserver send writes anywhere else.
+pub fn guard_policy(
+    name: &str,
+    owners: &[String],
+    break_glass_group: Option<&str>,
+    target: &Target,
+) -> [Value; 2] {
     let policy = format!("{name}-guard");
     let quoted: Vec<String> = owners
         .iter()
         .map(|o| format!("'{}'", o.replace('\'', "")))
         .collect();
+    let unquoted = |v: &str| v.replace(['\'', '\\'], "");
+    // Every webhook of the configuration is sent to the target, and nowhere else.
+    let aimed = match target {
+        Target::Service { namespace, name } => format!(
+            "object.webhooks.all(w, !has(w.clientConfig.url) && has(w.clientConfig.service) && w.clientConfig.service.namespace == '{}' && w.clientConfig.service.name == '{}')",
+            unquoted(namespace),
+            unquoted(name)
+        ),
+        // A webhook run outside the cluster (`admission local`) registers as the person running
+        // it, whose address may change from one start to the next.
+        Target::Url(_) => "true".to_owned(),
+    };
     let mut allowed = vec![format!(
-        "request.userInfo.username in [{}]",
+        "(request.userInfo.username in [{}] && (request.operation == 'DELETE' || {aimed}))",
         quoted.join(", ")
     )];
     if let Some(group) = break_glass_group {
@@ -274,10 +293,10 @@ pub fn guard_policy(name: &str, owners: &[String], break_glass_group: Option<&st
         }));
         validations.push(json!({
             "expression": format!(
-                "request.operation != 'CREATE' || !(request.userInfo.username in [{}]) || object.metadata.name == '{name}'",
+                "request.operation != 'CREATE' || !(request.userInfo.username in [{}]) || (object.metadata.name == '{name}' && {aimed})",
                 quoted.join(", ")
             ),
-            "messageExpression": format!("request.userInfo.username + ' may create ValidatingWebhookConfiguration {name} only, not ' + object.metadata.name"),
+            "messageExpression": format!("request.userInfo.username + ' may create ValidatingWebhookConfiguration {name} only, sent to its own webhook, not ' + object.metadata.name"),
             "reason": "Forbidden"
         }));
     }
@@ -420,6 +439,10 @@ pub fn manifest(namespace: &str, service: &str) -> anyhow::Result<String> {
         shared::admission::Policy::default()
             .break_glass_group
             .as_deref(),
+        &Target::Service {
+            namespace: namespace.to_owned(),
+            name: service.to_owned(),
+        },
     );
     // The policy first: deleting this file's objects in order removes the guard before the
     // configuration it guards.

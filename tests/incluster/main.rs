@@ -417,6 +417,23 @@ webhooks:
             }
         },
     );
+    // Nor can it aim its own configuration anywhere but its Service.
+    let aimed = kubectl.run(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "kubectl-gitops-admission",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/clientConfig","value":{"url":"https://10.250.0.1:9/validate"}}]"#,
+        "--as",
+        &webhook_user,
+    ]);
+    assert!(!aimed.success, "the webhook's account re-aimed its webhook");
+    assert!(
+        aimed.stderr.contains("may not change or delete it"),
+        "{}",
+        aimed.stderr
+    );
 
     // An app, defined from the host with the plugin; everything after runs in the cluster.
     let repo = Repo::new();
