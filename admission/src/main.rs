@@ -379,7 +379,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // break-glass group.
             let me = whoami(&client).await?;
             let group = Some(options.break_glass_group.as_str()).filter(|g| !g.is_empty());
-            let guard = config::guard_policy(&name, &[me], group);
+            let guard = config::guard_policy(
+                &name,
+                &[me],
+                group,
+                &Target::Url(format!("https://{address}")),
+            );
             let keep = Some(Kept {
                 configuration: configuration.clone(),
                 ca_file: None,
@@ -591,10 +596,7 @@ async fn serve(
                             let client = client.clone();
                             tokio::spawn(async move {
                                 let credentials =
-                                    shared::credentials::for_app(&client, &app, project.as_deref())
-                                        .await
-                                        .ok()
-                                        .flatten();
+                                    server::credentials(&client, &app, project.as_deref()).await;
                                 repos
                                     .fetch(&repo, credentials, std::time::Instant::now())
                                     .await;
@@ -648,10 +650,7 @@ async fn serve(
                     let project = shared::admission::Knowledge::project(&view, &app.spec.project);
                     tokio::spawn(async move {
                         let credentials =
-                            shared::credentials::for_app(&client, &app, project.as_deref())
-                                .await
-                                .ok()
-                                .flatten();
+                            server::credentials(&client, &app, project.as_deref()).await;
                         let since = std::time::Instant::now().checked_sub(interval / 2);
                         let since = since.unwrap_or_else(std::time::Instant::now);
                         repos.fetch(&repo, credentials, since).await;

@@ -208,6 +208,23 @@ async fn read_body(mut body: Body) -> Result<Bytes, usize> {
     }
 }
 
+/// The account for an app's repository. A credentials Secret that cannot be read is logged,
+/// naming the Secret and how to grant it, and the fetch goes on without an account.
+pub async fn credentials(
+    client: &kube::Client,
+    app: &shared::app::App,
+    project: Option<&shared::project::Project>,
+) -> Option<shared::git::Credentials> {
+    match shared::credentials::for_app(client, app, project).await {
+        Ok(credentials) => credentials,
+        Err(e) => {
+            let error = anyhow::Error::from(e);
+            tracing::warn!(app = %app.key(), error = format!("{error:#}"), "credentials-unreadable");
+            None
+        }
+    }
+}
+
 /// The answer when the webhook cannot decide: a refusal where the namespace is enforced (fail
 /// closed), a warning where it is in warn mode (fail open, as its configuration does). Either is
 /// recorded, as every refusal and warning is.
@@ -448,10 +465,7 @@ impl Webhook {
             ));
         }
         let credentials = match &self.client {
-            Some(client) => shared::credentials::for_app(client, app, project.as_deref())
-                .await
-                .ok()
-                .flatten(),
+            Some(client) => credentials(client, app, project.as_deref()).await,
             None => None,
         };
         let repos = self.view.repos.clone();

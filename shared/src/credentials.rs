@@ -62,9 +62,9 @@ pub async fn for_app(
         .map_err(|source| CredentialsError::Read {
             hint: match &source {
                 kube::Error::Api(status) if status.code == 403 => format!(
-                    " (the installed agent and webhook read Secrets in their own namespace only; \
-                     to let them read this one, bind ClusterRole kubectl-gitops-credentials in \
-                     {namespace} to their service accounts)"
+                    " (forbidden; the installed agent and webhook read Secrets in their own \
+                     namespace only: to let them read this one, bind ClusterRole \
+                     kubectl-gitops-credentials in {namespace} to their service accounts)"
                 ),
                 _ => String::new(),
             },
