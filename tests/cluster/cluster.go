@@ -278,6 +278,10 @@ func up(o options) error {
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
+	admissionConfig, err := p.ensureWebhookClient()
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
 	children := &supervisor{logDir: filepath.Join(o.dir, "logs"), died: make(chan string, 3+o.realNodes)}
 	defer children.stopAll()
 	apiserverArgs := []string{
@@ -301,6 +305,9 @@ func up(o options) error {
 		"--kubelet-certificate-authority=" + p.caCert,
 		"--kubelet-client-certificate=" + kubeletClientCert,
 		"--kubelet-client-key=" + kubeletClientKey,
+		// Webhooks are called with a client certificate of their own, so a webhook can tell
+		// the apiserver from any other caller.
+		"--admission-control-config-file=" + admissionConfig,
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",

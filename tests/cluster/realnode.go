@@ -503,6 +503,59 @@ func (p *pki) ensureKubeletClient() (string, string, error) {
 	return base + ".crt", base + ".key", err
 }
 
+// WebhookClientName is the common name of the client certificate the apiserver presents to every
+// admission webhook (its AdmissionConfiguration's kubeConfigFile), so that a webhook can answer
+// the apiserver only (admission serve --client-ca-file CA --client-name kube-apiserver-webhook-client).
+const WebhookClientName = "kube-apiserver-webhook-client"
+
+// ensureWebhookClient issues that certificate, signed by the cluster CA, and writes the
+// AdmissionConfiguration that has the apiserver present it to every webhook ("*"), returning the
+// configuration's path.
+func (p *pki) ensureWebhookClient() (string, error) {
+	base := filepath.Join(p.dir, "apiserver-webhook-client")
+	if !fileExists(base+".key") || !fileExists(base+".crt") {
+		ca, signer, err := p.loadCA()
+		if err != nil {
+			return "", err
+		}
+		if err := issue(&x509.Certificate{
+			SerialNumber: serial(),
+			Subject:      pkix.Name{CommonName: WebhookClientName},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().AddDate(10, 0, 0),
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}, ca, signer, base+".crt", base+".key"); err != nil {
+			return "", err
+		}
+	}
+	kubeconfig := filepath.Join(p.dir, "webhook-client.kubeconfig")
+	if err := writeAtomic(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: %s
+    client-key: %s
+`, base+".crt", base+".key"))); err != nil {
+		return "", err
+	}
+	config := filepath.Join(p.dir, "admission-config.yaml")
+	plugin := func(name string) string {
+		return fmt.Sprintf(`- name: %s
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: %s
+`, name, kubeconfig)
+	}
+	err := writeAtomic(config, []byte(`apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+`+plugin("ValidatingAdmissionWebhook")+plugin("MutatingAdmissionWebhook")))
+	return config, err
+}
+
 // loadCA reads the cluster CA's certificate and key.
 func (p *pki) loadCA() (*x509.Certificate, crypto.Signer, error) {
 	caPEM, err := os.ReadFile(p.caCert)
