@@ -102,8 +102,9 @@ fn main() {
     let address = listener.local_addr().expect("an address");
     server_rt.spawn(server::serve(
         listener,
-        tls::server_config(identity),
+        tls::server_config(identity, None),
         server::router(webhook),
+        None,
         std::future::pending(),
     ));
 
@@ -121,8 +122,9 @@ fn main() {
     );
     server_rt.spawn(server::serve(
         floor_listener,
-        tls::server_config(floor_identity),
+        tls::server_config(floor_identity, None),
         axum::Router::new().route("/validate/{scope}", axum::routing::post(decode_encode)),
+        None,
         std::future::pending(),
     ));
 

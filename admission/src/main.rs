@@ -169,6 +169,16 @@ struct ServeOptions {
     /// a pack) before a fetch fails; the mirror keeps what it had.
     #[arg(long, default_value_t = 30)]
     git_timeout: u64,
+    /// Answer reviews only from a client whose certificate this CA signed: the apiserver, given a
+    /// client certificate for webhooks in its AdmissionConfiguration (`kubeConfigFile`). Other
+    /// clients (any pod that reaches the Service) still reach the probes and metrics.
+    #[arg(long, value_name = "FILE", requires = "client_names")]
+    client_ca_file: Option<PathBuf>,
+    /// The subject common name the client's certificate must carry (the apiserver's webhook client
+    /// certificate's); repeat for several. Required with --client-ca-file: a cluster CA also signs
+    /// every node's and every admin's certificate.
+    #[arg(long = "client-name", value_name = "NAME", requires = "client_ca_file")]
+    client_names: Vec<String>,
     /// Group whose members may write outside Git with a reason and an expiry ("" to disable).
     #[arg(long, default_value = "gitops:break-glass")]
     break_glass_group: String,
@@ -466,6 +476,14 @@ async fn serve(
     keep: Option<Kept>,
     namespace_labels: Vec<String>,
 ) -> anyhow::Result<()> {
+    // Read before anything starts: a bad file stops the webhook with its name.
+    let clients = match &options.client_ca_file {
+        Some(file) => Some(Arc::new(
+            tls::ClientAuth::load(file, options.client_names.clone())
+                .map_err(|e| anyhow::Error::from(e).context("--client-ca-file"))?,
+        )),
+        None => None,
+    };
     let client = match &registration {
         Some(r) => r.client.clone(),
         None => connect(options.kubeconfig.clone()).await?,
@@ -659,6 +677,28 @@ async fn serve(
             }
         });
     }
+    // Rotation of the CA that signs the apiserver's client certificate.
+    if let Some(clients) = clients.clone() {
+        let metrics = metrics.clone();
+        let every = Duration::from_secs(options.tls_reload_interval.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match clients.reload_if_changed() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        metrics.tls_reloaded(true);
+                        tracing::info!(ca = %clients.ca_file().display(), "client-ca-reloaded");
+                    }
+                    Err(e) => {
+                        metrics.tls_reloaded(false);
+                        let e = anyhow::Error::from(e);
+                        tracing::error!(error = format!("{e:#}"), "client-ca-reload-failed");
+                    }
+                }
+            }
+        });
+    }
     // Certificate rotation.
     {
         let identity = identity.clone();
@@ -715,8 +755,9 @@ async fn serve(
     tracing::info!(address = %address, "serving");
     server::serve(
         listener,
-        tls::server_config(identity),
-        server::router(webhook),
+        tls::server_config(identity, clients.as_deref()),
+        server::router(webhook.clone()),
+        clients.map(|c| (c, server::unadmitted_router(webhook))),
         shutdown(stdin_closes),
     )
     .await;

@@ -54,6 +54,7 @@ pub struct Metrics {
     mirrors: Arc<Mirrors>,
     fetch_failures: Family<RepoLabels, Counter>,
     malformed: Counter,
+    unadmitted: Counter,
     audit_failures: Counter,
     tls_reloads: Counter,
     tls_reload_failures: Counter,
@@ -70,6 +71,7 @@ impl Default for Metrics {
             mirrors: Arc::default(),
             fetch_failures: Family::default(),
             malformed: Counter::default(),
+            unadmitted: Counter::default(),
             audit_failures: Counter::default(),
             tls_reloads: Counter::default(),
             tls_reload_failures: Counter::default(),
@@ -106,6 +108,11 @@ impl Default for Metrics {
                 "malformed_reviews",
                 "Requests that were not a readable AdmissionReview",
                 &metrics.malformed,
+            ),
+            (
+                "unadmitted_reviews",
+                "Reviews refused undecided: the client is not the apiserver (--client-ca-file)",
+                &metrics.unadmitted,
             ),
             (
                 "audit_failures",
@@ -172,6 +179,10 @@ impl Metrics {
 
     pub fn malformed(&self) {
         self.malformed.inc();
+    }
+
+    pub fn unadmitted(&self) {
+        self.unadmitted.inc();
     }
 
     pub fn audit_failed(&self) {

@@ -74,12 +74,46 @@ impl std::fmt::Debug for Webhook {
 }
 
 pub fn router(webhook: Arc<Webhook>) -> Router {
+    routes(webhook, post(validate))
+}
+
+/// What a connection whose client the webhook does not admit to send reviews (see
+/// [`crate::tls::ClientAuth`]) is served: the probes and metrics, and a refusal for a review,
+/// which is neither decided nor recorded.
+pub fn unadmitted_router(webhook: Arc<Webhook>) -> Router {
+    routes(webhook, post(unadmitted))
+}
+
+fn routes(webhook: Arc<Webhook>, reviews: axum::routing::MethodRouter<Arc<Webhook>>) -> Router {
     Router::new()
-        .route("/validate/{scope}", post(validate))
+        .route("/validate/{scope}", reviews)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(webhook)
+}
+
+/// Why a connection may not send reviews, and from where it came.
+#[derive(Clone, Debug)]
+struct Unadmitted {
+    peer: std::net::SocketAddr,
+    why: String,
+}
+
+async fn unadmitted(
+    State(webhook): State<Arc<Webhook>>,
+    axum::Extension(client): axum::Extension<Unadmitted>,
+) -> Response {
+    webhook.metrics.unadmitted();
+    tracing::warn!(peer = %client.peer, why = %client.why, "unadmitted-review");
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": format!(
+            "reviews are answered only for the apiserver's client certificate (--client-ca-file): {}",
+            client.why
+        )})),
+    )
+        .into_response()
 }
 
 async fn validate(
@@ -668,16 +702,19 @@ pub const LINGER: Duration = Duration::from_secs(3);
 /// the Service. Last it stops accepting, tells every connection to close once its requests are
 /// answered (HTTP/2 GOAWAY, HTTP/1 close) and waits up to `DRAIN` for them. A replica stopped by
 /// a rolling update or a drain thus loses no review.
+/// With `clients`, a connection whose client they do not admit is served their router instead
+/// (the probes and metrics, no reviews).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    clients: Option<(Arc<crate::tls::ClientAuth>, Router)>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let closing = Arc::new(AtomicBool::new(false));
-    let router = {
+    let lingering = |router: Router| {
         let closing = closing.clone();
         router.layer(axum::middleware::map_response(
             move |mut response: Response| {
@@ -694,11 +731,13 @@ pub async fn serve(
             },
         ))
     };
+    let router = lingering(router);
+    let clients = clients.map(|(clients, unadmitted)| (clients, lingering(unadmitted)));
     tokio::pin!(shutdown);
     let linger = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
     tokio::pin!(linger);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -716,7 +755,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let (router, clients) = (router.clone(), clients.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Ok(Ok(tls)) =
@@ -724,6 +763,18 @@ pub async fn serve(
             else {
                 return;
             };
+            let router = match &clients {
+                None => router,
+                Some((clients, unadmitted)) => {
+                    match clients.admits(tls.get_ref().1.peer_certificates()) {
+                        Ok(_) => router,
+                        Err(why) => unadmitted
+                            .clone()
+                            .layer(axum::Extension(Unadmitted { peer, why })),
+                    }
+                }
+            };
+            let service = TowerToHyperService::new(router);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
