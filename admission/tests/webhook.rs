@@ -672,3 +672,155 @@ fn pruning_garbage_collection_and_namespace_deletion_pass() {
         "the namespace is gone"
     );
 }
+
+/// With `--client-ca-file`, only the apiserver (which presents its webhook client certificate,
+/// signed by the cluster CA) gets reviews decided: a review posted by anyone else who reaches the
+/// webhook, without a certificate or with another one from the same CA, is refused undecided and
+/// leaves no record, while writes through the apiserver are decided and recorded as ever.
+#[test]
+fn only_the_apiservers_certificate_gets_reviews_decided() {
+    let pki = cluster()
+        .kubeconfig()
+        .parent()
+        .expect("the cluster's directory")
+        .join("pki");
+    let ca = pki.join("ca.crt").to_string_lossy().into_owned();
+    let webhook = Webhook::start_with(
+        "clients",
+        &[
+            "--client-ca-file",
+            &ca,
+            "--client-name",
+            "kube-apiserver-webhook-client",
+        ],
+    );
+    let ns = e2e::TestNamespace::new("clients");
+    let ns = ns.name.as_str();
+    // Through the apiserver: decided and recorded (guard waits for a decided dry run).
+    webhook.guard(ns, "enforce");
+    let kubectl = cluster().kubectl();
+    assert_refused(
+        &kubectl.run(&["create", "configmap", "by-hand", "-n", ns]),
+        "no-provenance",
+        &[],
+    );
+    let recorded = wait::until("the refusal's record", Duration::from_secs(20), || {
+        let all = records(ns);
+        if all.iter().any(|r| r.to_string().contains("by-hand")) {
+            Ok(all.len())
+        } else {
+            Err(format!("{} records, none for by-hand", all.len()))
+        }
+    });
+
+    // Posted by someone else: the same review, refused unanswered, recorded nowhere.
+    let uid = "6d1c2f0e-aaaa-bbbb-cccc-000000000001";
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "forged", "namespace": ns, "operation": "CREATE",
+            "userInfo": {"username": "someone-else"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "forged", "namespace": ns}}
+        }
+    });
+    let body = tempfile::NamedTempFile::new().expect("a file");
+    std::fs::write(body.path(), review.to_string()).expect("the review is written");
+    let (code, answer) = webhook.post("/validate/enforce", body.path());
+    assert_eq!(code, 403, "{answer}");
+    assert!(
+        answer.contains("the client presented no certificate"),
+        "{answer}"
+    );
+    let admin = |file: &str| pki.join(file).to_string_lossy().into_owned();
+    let (code, answer) = webhook.curl(&[
+        "--cert",
+        &admin("admin.crt"),
+        "--key",
+        &admin("admin.key"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", body.path().display()),
+        &webhook.url("/validate/enforce"),
+    ]);
+    assert_eq!(code, 403, "{answer}");
+    assert!(
+        answer.contains("not kube-apiserver-webhook-client"),
+        "{answer}"
+    );
+    // The name alone does not do: a certificate for it from another CA, or from the cluster CA but
+    // not for client authentication, fails the handshake and leaves no record.
+    let dir = tempfile::tempdir().expect("a directory");
+    let issue = |file: &str,
+                 issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+                 usage: rcgen::ExtendedKeyUsagePurpose| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver-webhook-client");
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, issuer).expect("a certificate");
+        let crt = dir.path().join(format!("{file}.crt"));
+        let pem = dir.path().join(format!("{file}.key"));
+        std::fs::write(&crt, cert.pem()).expect("written");
+        std::fs::write(&pem, key.serialize_pem()).expect("written");
+        (
+            crt.to_string_lossy().into_owned(),
+            pem.to_string_lossy().into_owned(),
+        )
+    };
+    let cluster_ca = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(pki.join("ca.crt")).expect("the cluster CA"),
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).expect("its key"))
+            .expect("a key"),
+    )
+    .expect("the cluster CA as an issuer");
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = rcgen::Issuer::new(other, rcgen::KeyPair::generate().expect("a key"));
+    let post_as = |(cert, key): &(String, String)| {
+        webhook.curl(&[
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.path().display()),
+            &webhook.url("/validate/enforce"),
+        ])
+    };
+    let client = rcgen::ExtendedKeyUsagePurpose::ClientAuth;
+    let (code, answer) = post_as(&issue("other-ca", &other_ca, client.clone()));
+    assert_eq!(code, 0, "another CA's certificate was taken: {answer}");
+    let server = rcgen::ExtendedKeyUsagePurpose::ServerAuth;
+    let (code, answer) = post_as(&issue("server-only", &cluster_ca, server));
+    assert_eq!(code, 0, "a server certificate was taken: {answer}");
+
+    // The probes stay open to everyone (the kubelet presents no certificate).
+    assert_eq!(webhook.get("/healthz").0, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    let forged: Vec<Value> = records(ns)
+        .into_iter()
+        .filter(|r| r.to_string().contains("forged"))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "a refused review was recorded: {forged:?}"
+    );
+    assert_eq!(records(ns).len(), recorded);
+    assert!(webhook.log().contains("unadmitted-review"));
+    assert!(webhook.metric("kubectl_gitops_admission_unadmitted_reviews_total") >= 2.0);
+
+    // The cluster CA's certificate for that name and client authentication, the apiserver's kind,
+    // is answered and decided.
+    let (code, answer) = post_as(&issue("apiserver-like", &cluster_ca, client));
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains(uid), "{answer}");
+}
