@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the local control plane: build the tools and the images, start a real
 # Kubernetes 1.37 control plane with two real nodes, install kubectl-gitops in it with
-# `kubectl apply -k manifests/` as the README says, make an example Git repository, define an app
+# `kubectl apply -k manifests/apiserver-auth/` as the README says (this apiserver presents a client
+# certificate to webhooks, so the webhook answers it only), make an example Git repository, define an app
 # for it, let the in-cluster agent sync the branch with provenance under the in-cluster admission
 # webhook, show a refused `kubectl edit` and its audit record, merge a change (pruning what left
 # Git), show status and history, roll a release out as a canary driven by the agent, and stop
@@ -54,9 +55,9 @@ kubectl plugin list --name-only
 step "no registry is reachable here: the images are imported into the nodes"
 localcluster import-image --dir "$state" target/images/kubectl-gitops.oci.tar target/images/kubectl-gitops-admission.oci.tar
 
-step "installing as the README says: kubectl apply -k manifests/, then the webhook's certificate"
+step "installing as the README says: kubectl apply -k manifests/apiserver-auth/ (this apiserver presents a client certificate to webhooks), then the webhook's certificate"
 started=$(date +%s%N)
-kubectl apply -k manifests/
+kubectl apply -k manifests/apiserver-auth/
 "$root/target/debug/admission" certs --namespace kubectl-gitops
 kubectl -n kubectl-gitops rollout status deployment/kubectl-gitops-agent --timeout=3m
 kubectl -n kubectl-gitops rollout status deployment/kubectl-gitops-admission --timeout=3m
@@ -155,7 +156,9 @@ step "a cluster admin defines the project: this repository's main branch may wri
 kubectl gitops project add demo --repo "$url" --destination demo --sync-service-account gitops-sync --overwrite
 kubectl gitops project list
 kubectl gitops -n demo app delete web >/dev/null 2>&1 || true
-kubectl gitops -n demo app add web --repo "$url" --path apps/web --prune --project demo --interval 10
+# Hourly: each sync below is asked for (sync --async), so `diff` shows a merged change before the
+# agent's own schedule could have synced it.
+kubectl gitops -n demo app add web --repo "$url" --path apps/web --prune --project demo --interval 3600
 step "an App that points elsewhere is refused by its project"
 kubectl gitops -n demo app add rogue --repo "file:///tmp/somewhere-else.git" --project demo 2>&1 | tail -1 || true
 step "the agent, in its pod, syncs the branch head as the project's account"

@@ -4,7 +4,8 @@
 #   bash scripts/images.sh           target/images/kubectl-gitops.oci.tar and
 #                                    target/images/kubectl-gitops-admission.oci.tar
 #   bash scripts/images.sh --pin     the same, then writes their digests into the `images:` of
-#                                    manifests/kustomization.yaml and manifests/cert-manager/
+#                                    manifests/kustomization.yaml, manifests/cert-manager/ and
+#                                    manifests/apiserver-auth/
 #   bash scripts/images.sh --check   the same, then fails (exit 3) unless those pins are these
 #                                    digests (scripts/test.sh runs this)
 # The recipe is images/Containerfile's, which a release builds with Docker: images/build.sh builds
@@ -106,7 +107,11 @@ python3 - "$mode" "$version" "kubectl-gitops=${digests[kubectl-gitops]}" \
   "kubectl-gitops-admission=${digests[kubectl-gitops-admission]}" <<'PY'
 import re, sys
 mode, version, *pairs = sys.argv[1:]
-files = ["manifests/kustomization.yaml", "manifests/cert-manager/kustomization.yaml"]
+files = [
+    "manifests/kustomization.yaml",
+    "manifests/cert-manager/kustomization.yaml",
+    "manifests/apiserver-auth/kustomization.yaml",
+]
 stale = []
 for path in files:
     text = original = open(path).read()

@@ -574,6 +574,122 @@ spec:
         },
     );
 
+    // Reviews from the apiserver only. As installed, anyone who reaches the webhook's Service (any
+    // pod; here the host, which reaches Services too) gets a verdict for a review it made up, and
+    // a refusal recorded in the name it chose. With manifests/apiserver-auth/ the webhook answers
+    // reviews only for the client certificate the apiserver presents (the local control plane's
+    // AdmissionConfiguration gives it one), and everything after runs that way.
+    let service_ip = kubectl.ok(&[
+        "-n",
+        NS,
+        "get",
+        "service",
+        "kubectl-gitops-admission",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let forged = root().join("target/incluster-forged-review.json");
+    std::fs::write(
+        &forged,
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "00000000-0000-0000-0000-00000000f0f0",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "forged", "namespace": SHOP, "operation": "CREATE",
+                "userInfo": {"username": "made-up"},
+                "object": {"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "forged", "namespace": SHOP}}
+            }
+        })
+        .to_string(),
+    )
+    .expect("a review");
+    let post_forged = || {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", forged.display()))
+            .arg(format!("https://{}/validate/enforce", service_ip.trim()))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().to_owned(), body.to_owned())
+    };
+    let (code, body) = post_forged();
+    assert_eq!(code, "200", "the Service did not answer a review: {body}");
+    assert!(body.contains(r#""allowed":false"#), "{body}");
+    kubectl.ok(&[
+        "apply",
+        "-k",
+        &root().join("manifests/apiserver-auth").to_string_lossy(),
+    ]);
+    kubectl.ok(&[
+        "-n",
+        NS,
+        "rollout",
+        "status",
+        "deployment/kubectl-gitops-admission",
+        "--timeout=180s",
+    ]);
+    // The replaced replicas gone, and with them their endpoints on the node.
+    until(
+        "only the new webhook replicas remain",
+        Duration::from_secs(60),
+        || {
+            let all = pods(
+                &kubectl,
+                NS,
+                "app.kubernetes.io/name=kubectl-gitops-admission",
+            );
+            let stopping = all
+                .iter()
+                .filter(|p| !p["metadata"]["deletionTimestamp"].is_null())
+                .count();
+            if all.len() == 2 && stopping == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} pods, {stopping} stopping", all.len()))
+            }
+        },
+    );
+    let refused = || match post_forged() {
+        (code, body) if code == "403" && body.contains("presented no certificate") => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    until(
+        "the webhook answers reviews from the apiserver only",
+        Duration::from_secs(30),
+        refused,
+    );
+    let forged_records = || {
+        kubectl.json(&["-n", SHOP, "get", "auditrecords.gitops.kubectl-gitops.dev"])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["spec"]["object"]["name"] == "forged")
+            .count()
+    };
+    let before = forged_records();
+    // Writes through the apiserver are decided as before.
+    let edit = kubectl
+        .command()
+        .args(["-n", SHOP, "edit", "configmap", "settings"])
+        .env("KUBE_EDITOR", "sed -i s/hello/edited-again/")
+        .output()
+        .expect("kubectl edit runs");
+    let stderr = String::from_utf8_lossy(&edit.stderr);
+    assert!(stderr.contains("denied the request"), "{stderr}");
+    until(
+        "the forged review refused again",
+        Duration::from_secs(30),
+        refused,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(forged_records(), before, "a forged review was recorded");
+
     // A scale is decided on its live Deployment, which the webhook may read: replicas Git sets
     // stay Git's.
     let scaled = kubectl.run(&["-n", SHOP, "scale", "deployment/web", "--replicas=5"]);
