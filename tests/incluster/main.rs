@@ -90,6 +90,18 @@ fn try_gitops(cluster: &RealCluster, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Waits until a Deployment's rollout is complete.
+fn rolled_out(kubectl: &Kubectl, namespace: &str, deployment: &str) {
+    kubectl.ok(&[
+        "-n",
+        namespace,
+        "rollout",
+        "status",
+        &format!("deployment/{deployment}"),
+        "--timeout=180s",
+    ]);
+}
+
 fn pods(kubectl: &Kubectl, ns: &str, selector: &str) -> Vec<Value> {
     kubectl.json(&["-n", ns, "get", "pods", "-l", selector])["items"]
         .as_array()
@@ -303,14 +315,7 @@ fn installed_with_apply_k_it_runs_in_the_cluster() {
         String::from_utf8_lossy(&certs.stderr)
     );
     for deployment in ["kubectl-gitops-agent", "kubectl-gitops-admission"] {
-        kubectl.ok(&[
-            "-n",
-            NS,
-            "rollout",
-            "status",
-            &format!("deployment/{deployment}"),
-            "--timeout=180s",
-        ]);
+        rolled_out(&kubectl, NS, deployment);
     }
     eprintln!("kubectl apply -k to Ready in {:?}", applied.elapsed());
 
@@ -505,14 +510,7 @@ spec:
         Duration::from_secs(120),
         || app_synced(&kubectl, &first),
     );
-    kubectl.ok(&[
-        "-n",
-        SHOP,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=120s",
-    ]);
+    rolled_out(&kubectl, SHOP, "web");
 
     // ... and heals drift (the namespace is not enforced yet, so a hand edit lands).
     kubectl.ok(&[
@@ -626,14 +624,7 @@ spec:
         "-k",
         &root().join("manifests/apiserver-auth").to_string_lossy(),
     ]);
-    kubectl.ok(&[
-        "-n",
-        NS,
-        "rollout",
-        "status",
-        "deployment/kubectl-gitops-admission",
-        "--timeout=180s",
-    ]);
+    rolled_out(&kubectl, NS, "kubectl-gitops-admission");
     // The replaced replicas gone, and with them their endpoints on the node.
     until(
         "only the new webhook replicas remain",
@@ -706,14 +697,7 @@ spec:
         "restart",
         "deployment/kubectl-gitops-admission",
     ]);
-    kubectl.ok(&[
-        "-n",
-        NS,
-        "rollout",
-        "status",
-        "deployment/kubectl-gitops-admission",
-        "--timeout=180s",
-    ]);
+    rolled_out(&kubectl, NS, "kubectl-gitops-admission");
     std::thread::sleep(Duration::from_secs(3));
     writer.finish("the webhook's rolling restart");
 
@@ -728,14 +712,7 @@ spec:
         "--delete-emptydir-data",
         "--timeout=180s",
     ]);
-    kubectl.ok(&[
-        "-n",
-        NS,
-        "rollout",
-        "status",
-        "deployment/kubectl-gitops-admission",
-        "--timeout=180s",
-    ]);
+    rolled_out(&kubectl, NS, "kubectl-gitops-admission");
     let blocked = kubectl.run(&[
         "drain",
         "real-1",
@@ -767,23 +744,9 @@ spec:
     writer.finish("the node drains");
     kubectl.ok(&["uncordon", "real-0", "real-1"]);
     for deployment in ["kubectl-gitops-agent", "kubectl-gitops-admission"] {
-        kubectl.ok(&[
-            "-n",
-            NS,
-            "rollout",
-            "status",
-            &format!("deployment/{deployment}"),
-            "--timeout=180s",
-        ]);
+        rolled_out(&kubectl, NS, deployment);
     }
-    kubectl.ok(&[
-        "-n",
-        SHOP,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=180s",
-    ]);
+    rolled_out(&kubectl, SHOP, "web");
 
     // A canary: its analysis queries the canary's own pods through the probe Service.
     shop_files(&repo, "v2", 200, "hello");
