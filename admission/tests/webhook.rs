@@ -715,18 +715,7 @@ fn only_the_apiservers_certificate_gets_reviews_decided() {
 
     // Posted by someone else: the same review, refused unanswered, recorded nowhere.
     let uid = "6d1c2f0e-aaaa-bbbb-cccc-000000000001";
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-            "name": "forged", "namespace": ns, "operation": "CREATE",
-            "userInfo": {"username": "someone-else"},
-            "object": {"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "forged", "namespace": ns}}
-        }
-    });
+    let review = e2e::review::create_config_map(uid, ns, "forged", "someone-else");
     let body = tempfile::NamedTempFile::new().expect("a file");
     std::fs::write(body.path(), review.to_string()).expect("the review is written");
     let (code, answer) = webhook.post("/validate/enforce", body.path());

@@ -589,18 +589,12 @@ spec:
     let forged = root().join("target/incluster-forged-review.json");
     std::fs::write(
         &forged,
-        serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "00000000-0000-0000-0000-00000000f0f0",
-                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
-                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
-                "name": "forged", "namespace": SHOP, "operation": "CREATE",
-                "userInfo": {"username": "made-up"},
-                "object": {"apiVersion": "v1", "kind": "ConfigMap",
-                           "metadata": {"name": "forged", "namespace": SHOP}}
-            }
-        })
+        e2e::review::create_config_map(
+            "00000000-0000-0000-0000-00000000f0f0",
+            SHOP,
+            "forged",
+            "made-up",
+        )
         .to_string(),
     )
     .expect("a review");

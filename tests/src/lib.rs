@@ -13,6 +13,7 @@ pub mod kubectl;
 pub mod namespace;
 pub mod net;
 pub mod prometheus;
+pub mod review;
 pub mod tls;
 pub mod wait;
 

@@ -899,18 +899,7 @@ fn an_apps_status_says_only_what_a_sync_made_true() {
 #[test]
 fn a_canarys_status_says_only_what_a_rollout_of_git_can_make_true() {
     let h = history(Enforcement::Enforce);
-    let canary = |status: Value| {
-        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
-        c["status"] = status;
-        Provenance {
-            commit: "c2".into(),
-            app: "shop/web".into(),
-            source_path: "web.yaml".into(),
-            app_uid: None,
-        }
-        .stamp(&mut c);
-        c
-    };
+    let canary = |status: Value| stamped_canary("c2", status);
     let write = |old: &Value, new: &Value| {
         let mut request = update(old, new, "alice", &[]);
         request.resource.group = crate::provenance::API_GROUP.into();
@@ -1415,6 +1404,20 @@ fn the_synced_commit_is_never_cleared_nor_moved_back_by_a_free_rollback() {
     assert!(decide_in(&h, &after, Scope::Apps).allowed);
 }
 
+/// The rollout of `rolling_out(50)` with `status`, as the sync of app shop/web wrote it at `commit`.
+fn stamped_canary(commit: &str, status: Value) -> Value {
+    let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
+    c["status"] = status;
+    Provenance {
+        commit: commit.into(),
+        app: "shop/web".into(),
+        source_path: "web.yaml".into(),
+        app_uid: None,
+    }
+    .stamp(&mut c);
+    c
+}
+
 #[test]
 fn a_rollback_rolls_out_as_a_canary_from_the_newer_stable_commit() {
     let mut h = history(Enforcement::Enforce);
@@ -1425,18 +1428,7 @@ fn a_rollback_rolls_out_as_a_canary_from_the_newer_stable_commit() {
         ..Default::default()
     });
     h.app = Arc::new(app);
-    let canary = |status: Value| {
-        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
-        c["status"] = status;
-        Provenance {
-            commit: "c1".into(),
-            app: "shop/web".into(),
-            source_path: "web.yaml".into(),
-            app_uid: None,
-        }
-        .stamp(&mut c);
-        c
-    };
+    let canary = |status: Value| stamped_canary("c1", status);
     let mut request = update(
         &canary(json!({"phase": "Healthy", "stableCommit": "c2", "canaryCommit": "c2"})),
         &canary(
@@ -1717,18 +1709,7 @@ fn a_rollouts_stable_commit_satisfies_the_signature_policy_unless_it_already_ran
     let mut h = history(Enforcement::Enforce);
     h.unsigned = vec!["c1"];
     requiring_signatures(&mut h);
-    let canary = |status: Value| {
-        let mut c = serde_json::to_value(&*rolling_out(50)).expect("a canary serialises");
-        c["status"] = status;
-        Provenance {
-            commit: "c2".into(),
-            app: "shop/web".into(),
-            source_path: "web.yaml".into(),
-            app_uid: None,
-        }
-        .stamp(&mut c);
-        c
-    };
+    let canary = |status: Value| stamped_canary("c2", status);
     let mut write = update(
         &canary(json!({})),
         &canary(
