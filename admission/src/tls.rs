@@ -458,6 +458,58 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_client_ca_verifies_its_certificates_and_a_broken_one_keeps_the_last_good() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let cert = params.self_signed(&key).expect("a CA");
+            (cert.pem(), rcgen::Issuer::new(params, key))
+        };
+        let client = |issuer: &rcgen::Issuer<'_, rcgen::KeyPair>| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "kube-apiserver-webhook-client");
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let key = rcgen::KeyPair::generate().expect("a key");
+            params
+                .signed_by(&key, issuer)
+                .expect("a certificate")
+                .der()
+                .clone()
+        };
+        let (first_pem, first) = ca("first CA");
+        let (second_pem, second) = ca("second CA");
+        let file = dir.path().join("client-ca.crt");
+        std::fs::write(&file, &first_pem).expect("write");
+        let auth = ClientAuth::load(&file, vec!["kube-apiserver-webhook-client".into()])
+            .expect("the CA loads");
+        let now = rustls::pki_types::UnixTime::now();
+        let verifies =
+            |cert: &CertificateDer<'_>| auth.verifier.verify_client_cert(cert, &[], now).is_ok();
+        assert!(verifies(&client(&first)));
+        assert!(!verifies(&client(&second)));
+        assert!(!auth.reload_if_changed().expect("unchanged"));
+
+        std::fs::write(&file, &second_pem).expect("rotate");
+        assert!(auth.reload_if_changed().expect("the new CA loads"));
+        assert!(verifies(&client(&second)));
+        assert!(!verifies(&client(&first)));
+
+        std::fs::write(&file, "garbage").expect("break the file");
+        assert!(auth.reload_if_changed().is_err());
+        assert!(
+            verifies(&client(&second)),
+            "a broken file keeps the last CA"
+        );
+    }
+
+    #[test]
     fn a_rotated_pair_is_served_and_a_broken_one_keeps_the_last_good() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (cert, key) = identity(dir.path(), "serving");
