@@ -171,7 +171,12 @@ impl Webhook {
             .expect("curl runs");
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
+        let code = code.trim().parse().unwrap_or(0);
+        if code == 0 {
+            // No answer: what curl says is the body.
+            return (0, String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        (code, body.to_owned())
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
