@@ -103,7 +103,11 @@ struct Unadmitted {
 async fn unadmitted(
     State(webhook): State<Arc<Webhook>>,
     axum::Extension(client): axum::Extension<Unadmitted>,
+    body: Body,
 ) -> Response {
+    // Read (up to the size of a review) before answering: an HTTP/2 stream answered while its
+    // body is still arriving is reset, and the client sees a stream error instead of the 403.
+    drain(body).await;
     webhook.metrics.unadmitted();
     tracing::warn!(peer = %client.peer, why = %client.why, "unadmitted-review");
     (
@@ -219,6 +223,17 @@ async fn validate(
         });
     }
     axum::Json(admission::response(&request.uid, &verdict)).into_response()
+}
+
+/// Reads a body to its end (up to [`DRAIN_LIMIT`]) and drops it.
+async fn drain(mut body: Body) {
+    let mut total = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        total += frame.data_ref().map_or(0, Bytes::len);
+        if total > DRAIN_LIMIT {
+            break;
+        }
+    }
 }
 
 /// The body, or its size when it is over [`MAX_BODY`] (read on to [`DRAIN_LIMIT`] and dropped).
