@@ -110,7 +110,9 @@ for image in kubectl-gitops kubectl-gitops-admission; do
   else
     got=$(run "$image-version" "$by_digest" /admission --version)
     [[ $got == "admission $version" ]] || { echo "error: /admission --version said: $got" >&2; exit 1; }
-    run "$image-help" "$by_digest" /admission --help | head -n 3 >&2
+    # Whole, then cut: `| head` would end the pipe early and fail the run with SIGPIPE (141).
+    help=$(run "$image-help" "$by_digest" /admission --help)
+    head -n 3 <<<"$help" >&2
   fi
   echo "$got" >&2
   # No shell in the image.
